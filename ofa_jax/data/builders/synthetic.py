@@ -1,0 +1,157 @@
+"""`ocr_synthetic_zh`: single Chinese text lines rendered offline from local fonts.
+
+Configs: ``printed`` (clean renders, PNG), ``degraded`` (blur, noise, JPEG, small rotation and
+perspective, textured/gradient backgrounds, low contrast), ``mixed`` (half and half). Build your own
+variant with ``OcrSyntheticZhConfig(name=..., ...)``.
+
+Reproducible: example ``i`` of split ``s`` is drawn from ``numpy.random.default_rng([seed, s, i])``,
+so the same config, fonts and Pillow version give the same bytes.
+
+Fonts: ``fonts=()`` means every CJK font found offline (`ofa_jax.data.render.find_cjk_fonts`), sorted
+by file name. The last ``heldout_fonts`` fonts render only the test split, so test accuracy measures
+generalisation to unseen fonts; with too few fonts nothing can be held out and a warning says so
+(the ``font`` feature records which font drew each example).
+
+Text: see `ofa_jax.data.corpus`. Every split drops the held-out evaluation lines
+(`ofa_jax.data.text.load_eval_exclude`); fixed-text lines are split by hash so val/test lines are
+never rendered for train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ofa_jax.data import corpus, render
+from ofa_jax.data.builders.common import ArrayRecordBuilder, base_features
+from ofa_jax.data.text import load_eval_exclude
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass
+class OcrSyntheticZhConfig(tfds.core.BuilderConfig):
+    num_examples: tuple[int, int, int] = (100_000, 2_000, 2_000)  # train, val, test
+    degraded_fraction: float = 0.0
+    text_sources: tuple[str, ...] = ("gb2312",)
+    optional_text_sources: tuple[str, ...] = ("hsk",)  # used when installed, skipped otherwise
+    fixed_text_fraction: float = 0.5  # share of lines drawn from fixed-text sources when present
+    min_chars: int = 2
+    max_chars: int = 24
+    fonts: tuple[str, ...] = ()  # font files (or "pil-default"); () -> all CJK fonts found
+    heldout_fonts: int = 1
+    min_font_size: int = 24
+    max_font_size: int = 48
+    seed: int = 0
+
+
+class OcrSyntheticZh(ArrayRecordBuilder):
+    """Rendered Chinese text lines (features: id, image bytes, text, font, degraded)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = [
+        OcrSyntheticZhConfig(name="printed", description="clean renders", degraded_fraction=0.0),
+        OcrSyntheticZhConfig(name="degraded", description="degraded renders", degraded_fraction=1.0),
+        OcrSyntheticZhConfig(name="mixed", description="half clean, half degraded", degraded_fraction=0.5),
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Synthetic single-line Chinese text images rendered from offline fonts.",
+            features=base_features(
+                font=tfds.features.Text(doc="font file name used to render"),
+                degraded=tfds.features.Scalar(dtype=np.bool_, doc="degradations applied"),
+            ),
+            supervised_keys=("image", "text"),
+        )
+
+    # ------------------------------------------------------------------ fonts and text per split
+
+    def split_fonts(self) -> dict[str, list[str]]:
+        cfg = self.builder_config
+        fonts = sorted(cfg.fonts, key=render.font_key) if cfg.fonts else render.find_cjk_fonts()
+        if not fonts:
+            raise FileNotFoundError(
+                "ocr_synthetic_zh: no CJK font found. Install one (pip install paperang-p2-fonts-cjk, "
+                "or apt-get install fonts-wqy-zenhei fonts-arphic-ukai ...), or set "
+                f"${render.FONT_DIRS_ENV} / OcrSyntheticZhConfig(fonts=...).")
+        k = cfg.heldout_fonts
+        if k > 0 and len(fonts) > k:
+            seen, unseen = fonts[:-k], fonts[-k:]
+            return {"train": seen, "val": seen, "test": unseen}
+        if k > 0:
+            log.warning("ocr_synthetic_zh: only %d font(s); cannot hold out %d for test, all splits "
+                        "share the same fonts", len(fonts), k)
+        return {s: list(fonts) for s in SPLITS}
+
+    def text_pools(self) -> tuple[dict[str, list[str]], list[str]]:
+        """({split: fixed lines}, [random sources]) after the eval-line filter."""
+        cfg = self.builder_config
+        exclude = load_eval_exclude()
+        sources = list(cfg.text_sources) + [s for s in cfg.optional_text_sources if corpus.available(s)]
+        pools: dict[str, list[str]] = {s: [] for s in SPLITS}
+        randoms = []
+        for src in dict.fromkeys(sources):
+            lines = corpus.fixed_lines(src)
+            if lines is None:
+                randoms.append(src)
+                continue
+            for line in dict.fromkeys(lines):
+                if line in exclude or not cfg.min_chars <= len(line) <= cfg.max_chars:
+                    continue
+                pools[SPLITS[corpus.split_of_line(line)]].append(line)
+        return pools, randoms
+
+    # ------------------------------------------------------------------ generation
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        fonts = self.split_fonts()
+        pools, randoms = self.text_pools()
+        return {split: self._generate_examples(split, fonts[split], pools[split], randoms)
+                for split in SPLITS}
+
+    def _generate_examples(self, split, fonts, pool, randoms):
+        cfg = self.builder_config
+        exclude = load_eval_exclude()
+        n = cfg.num_examples[SPLITS.index(split)]
+        for i in range(n):
+            rng = np.random.default_rng([cfg.seed, SPLITS.index(split), i])
+            yield f"{i:09d}", self.make_example(rng, fonts, pool, randoms, exclude, f"{split}-{i:09d}")
+
+    def make_example(self, rng, fonts, pool, randoms, exclude, uid):
+        cfg = self.builder_config
+        for _ in range(100):
+            if pool and (not randoms or rng.random() < cfg.fixed_text_fraction):
+                text = pool[int(rng.integers(len(pool)))]
+            elif randoms:
+                src = randoms[int(rng.integers(len(randoms)))]
+                text = corpus.random_line(src, rng, cfg.min_chars, cfg.max_chars)
+            else:
+                raise ValueError("ocr_synthetic_zh: no text (empty fixed pool and no random source)")
+            if text in exclude:
+                continue
+            order = rng.permutation(len(fonts))
+            font = next((fonts[j] for j in order if render.font_covers(fonts[j], text)), None)
+            if font is not None:
+                break
+        else:
+            raise RuntimeError(f"{uid}: no font covers 100 sampled lines; check fonts/text sources")
+        degraded = bool(rng.random() < cfg.degraded_fraction)
+        opts = render.RenderOptions(min_font_size=cfg.min_font_size, max_font_size=cfg.max_font_size,
+                                    degrade=degraded)
+        img = render.render_line(text, font, rng, opts)
+        if degraded:
+            lo, hi = opts.jpeg_quality
+            data = render.encode_image(img, "JPEG", quality=int(rng.integers(lo, hi + 1)))
+        else:
+            data = render.encode_image(img, "PNG")
+        return {"id": uid, "image": data, "text": text, "font": render.font_key(font),
+                "degraded": degraded}

@@ -1,0 +1,141 @@
+"""Offline text for the synthetic corpus.
+
+Sources (named in a builder config):
+
+* ``"gb2312"`` - random strings over the GB2312 hanzi (level 1: 3,755 common characters, weighted
+  4:1 over level 2: 3,008 less common ones), decoded from Python's own ``gb2312`` codec, with
+  occasional digits, Latin letters and Chinese punctuation. Always available.
+* ``"alnum"`` - random Latin letters/digits/ASCII punctuation words (always available; also what
+  tests use on machines without a CJK font).
+* ``"hsk"`` - the 4,354 graded sentences of the PyPI package ``hsk-sentences-audio`` (dataset licence
+  CC-BY-SA-4.0: images rendered from it are derived works, keep the attribution if you publish
+  them). Needs ``pip install hsk-sentences-audio``.
+* ``"file:PATH"`` - one text line per line of a UTF-8 file you supply.
+
+Fixed-text sources ("hsk", "file:") are split between train/val/test by a stable hash of the line,
+so a validation or test line is never rendered for training. Random sources are drawn with a
+split-specific seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ofa_jax.data.text import read_lines
+
+_CN_PUNCT = "，。、；：？！“”‘’（）《》—…·"
+_ASCII_PUNCT = ".,:;!?-()%/+"
+_LATIN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_DIGITS = "0123456789"
+
+
+@functools.lru_cache(maxsize=1)
+def gb2312_hanzi() -> tuple[str, str]:
+    """(level-1, level-2) GB2312 hanzi as strings, decoded from Python's gb2312 codec.
+
+    Level 1 is rows 16-55 (sorted by pinyin), level 2 rows 56-87 (by radical); each row has 94 cells
+    (row 55 ends after cell 89).
+    """
+    def rows(lo, hi):
+        chars = []
+        for row in range(lo, hi + 1):
+            for cell in range(1, 95):
+                try:
+                    chars.append(bytes([0xA0 + row, 0xA0 + cell]).decode("gb2312"))
+                except UnicodeDecodeError:
+                    pass
+        return "".join(chars)
+
+    return rows(16, 55), rows(56, 87)
+
+
+@functools.lru_cache(maxsize=1)
+def hsk_sentences() -> tuple[str, ...]:
+    try:
+        import hsk_sentences_audio
+    except ImportError:
+        raise ImportError("text source 'hsk' needs the PyPI package hsk-sentences-audio "
+                          "(pip install hsk-sentences-audio)") from None
+    return tuple(s["chinese"].strip() for s in hsk_sentences_audio.load_sentences() if s["chinese"].strip())
+
+
+def available(source: str) -> bool:
+    if source == "hsk":
+        try:
+            hsk_sentences()
+            return True
+        except ImportError:
+            return False
+    if source.startswith("file:"):
+        return Path(source[5:]).is_file()
+    return source in ("gb2312", "alnum")
+
+
+def fixed_lines(source: str) -> tuple[str, ...] | None:
+    """The lines of a fixed-text source, or None for a random one."""
+    if source == "hsk":
+        return hsk_sentences()
+    if source.startswith("file:"):
+        return tuple(read_lines(source[5:]))
+    if source in ("gb2312", "alnum"):
+        return None
+    raise ValueError(f"unknown text source {source!r} (gb2312, alnum, hsk, file:PATH)")
+
+
+def split_of_line(line: str, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> int:
+    """Stable split index (0 train, 1 val, 2 test) of a fixed line from a hash of its text."""
+    h = int.from_bytes(hashlib.sha256(line.encode("utf-8")).digest()[:8], "big") / 2.0**64
+    acc = 0.0
+    for i, f in enumerate(fractions):
+        acc += f
+        if h < acc:
+            return i
+    return len(fractions) - 1
+
+
+def random_gb2312_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
+    level1, level2 = gb2312_hanzi()
+    n = int(rng.integers(min_len, max_len + 1))
+    out = []
+    while len(out) < n:
+        r = rng.random()
+        if r < 0.05 and out:
+            out.append(_CN_PUNCT[rng.integers(len(_CN_PUNCT))])
+        elif r < 0.10:
+            k = int(rng.integers(1, 5))
+            out.extend(_DIGITS[i] for i in rng.integers(0, 10, size=k))
+        elif r < 0.12:
+            k = int(rng.integers(1, 5))
+            out.extend(_LATIN[i] for i in rng.integers(0, len(_LATIN), size=k))
+        elif r < 0.92:
+            out.append(level1[rng.integers(len(level1))])
+        else:
+            out.append(level2[rng.integers(len(level2))])
+    return "".join(out[:n]).strip() or level1[0]
+
+
+def random_alnum_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
+    n = int(rng.integers(min_len, max_len + 1))
+    words, length = [], 0
+    alphabet = _LATIN + _DIGITS
+    while length < n:
+        k = int(rng.integers(1, 8))
+        w = "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=k))
+        if rng.random() < 0.15:
+            w += _ASCII_PUNCT[rng.integers(len(_ASCII_PUNCT))]
+        words.append(w)
+        length += len(w) + 1
+    return " ".join(words)[:n].strip() or "a"
+
+
+def random_line(source: str, rng: np.random.Generator, min_len: int, max_len: int) -> str:
+    if source == "gb2312":
+        return random_gb2312_line(rng, min_len, max_len)
+    if source == "alnum":
+        return random_alnum_line(rng, min_len, max_len)
+    raise ValueError(f"{source!r} is not a random text source")

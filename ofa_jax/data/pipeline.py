@@ -1,0 +1,244 @@
+"""The input pipeline (grain): records -> padded uint8 image batches + OFA targets.
+
+    source -> [shard] -> seeded shuffle (reshuffled each epoch) -> repeat -> decode (PIL)
+           -> [train-only augmentation] -> OCR resize+pad to uint8 (size, size, 3)
+           -> target tokenisation -> batch with padding -> [worker processes]
+
+Batches are dicts of numpy arrays:
+
+* ``image``  uint8 (B, S, S, 3). Normalise on device: ``x / 127.5 - 1`` (mean = std = 0.5).
+* ``target`` int32 (B, T): tokens + eos, padded with pad (1); T = ``max_target_tokens + 1``.
+* ``prev_output_tokens`` int32 (B, T): bos + target[:-1] (pad where target is pad).
+* ``target_mask`` bool (B, T): non-pad target positions.
+* ``truncated`` bool (B,): the target was cut to ``max_target_tokens`` (sum it and report it).
+* ``valid`` bool (B,): False for filler rows of a padded last eval batch.
+* eval only (``keep_text=True``): ``id``, ``text`` - numpy unicode arrays (the raw label, for metrics).
+
+Target normalisation is ModelScope's training one (`ofa_jax.data.text.train_normalize`: zhconv
+zh-hans, NFKC), then - as ModelScope does - whitespace words are re-joined with single spaces
+(optionally only the first ``max_target_words``, its ``max_tgt_length``), tokenised without bos, cut
+to ``max_target_tokens`` and given an eos.
+
+Determinism: element order and augmentation randomness depend only on (seed, position); the same
+config gives the same batches, and ``iterator.get_state()`` / ``set_state()`` (JSON-able dicts, save
+them with Orbax next to the train state) resume exactly. With worker processes the batch order is
+still deterministic but differs from the in-process order (each worker batches its own slice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import grain
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from ofa_jax.data.text import train_normalize
+
+BOS, PAD, EOS = 0, 1, 2
+VOCAB_PATH = Path(__file__).resolve().parent.parent / "assets" / "vocab_zh.txt"
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+# ----------------------------------------------------------------------------- other modules
+# `ofa_jax.preprocess` and `ofa_jax.tokenizer` are written in parallel with this module. Until they
+# exist, the private fallbacks below stand in (FALLBACK: remove once both modules have landed).
+
+def _fallback_resize_and_pad_uint8(img: Image.Image, size: int = 480) -> np.ndarray:
+    """FALLBACK for `ofa_jax.preprocess.resize_and_pad_uint8` (ModelScope `ocr_resize`, no document
+    mode): long side -> size, short side max(64, int(size * short / long)), bicubic, centred edge pad.
+    """
+    img = img.convert("RGB")
+    w, h = img.size
+    if w >= h:
+        nw, nh = size, max(64, int(size * (h / w)))
+    else:
+        nw, nh = max(64, int(size * (w / h))), size
+    arr = np.asarray(img.resize((nw, nh), Image.BICUBIC), np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    return np.pad(arr, ((top, size - nh - top), (left, size - nw - left), (0, 0)), mode="edge")
+
+
+class _FallbackTokenizer:
+    """FALLBACK for `ofa_jax.tokenizer.OFATokenizer`: BERT WordPiece (lower-cased) over the OFA vocab."""
+
+    def __init__(self, vocab_path: str | Path):
+        from transformers import BertTokenizer
+
+        self._tok = BertTokenizer(str(vocab_path), do_lower_case=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False)
+
+
+def resize_and_pad_uint8(img: Image.Image, size: int = 480) -> np.ndarray:
+    try:
+        from ofa_jax.preprocess import resize_and_pad_uint8 as impl
+    except ImportError:
+        impl = _fallback_resize_and_pad_uint8
+    return impl(img, size=size)
+
+
+def default_tokenizer(vocab_path: str | Path = VOCAB_PATH) -> Tokenizer:
+    try:
+        from ofa_jax.tokenizer import OFATokenizer
+    except ImportError:
+        return _FallbackTokenizer(vocab_path)
+    return OFATokenizer.from_vocab(str(vocab_path))
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    batch_size: int = 8
+    image_size: int = 480
+    max_target_tokens: int = 64  # tokens before eos (OFA decodes at most 64)
+    max_target_words: int | None = None  # ModelScope's word-level `max_tgt_length` cut (None: off)
+    train: bool = True
+    seed: int = 0
+    num_epochs: int | None = None  # None: forever when training, 1 otherwise
+    augment: bool | None = None  # None: same as `train`
+    drop_remainder: bool | None = None  # None: same as `train`; eval pads the last batch instead
+    keep_text: bool | None = None  # None: `not train`
+    num_workers: int = 0  # grain worker processes (0: in-process)
+    worker_buffer_size: int = 2  # batches prefetched per worker
+    num_threads: int = 2  # in-process read/transform threads (per worker)
+    shard_index: int = 0  # data-parallel hosts: this host's shard ...
+    shard_count: int = 1  # ... of this many
+
+
+# ----------------------------------------------------------------------------- element transforms
+
+def encode_target(text: str, tokenizer: Tokenizer, max_tokens: int,
+                  max_words: int | None = None) -> tuple[np.ndarray, bool]:
+    """(tokens + eos as int32, truncated?) for one label, with OFA's training normalisation."""
+    words = train_normalize(text).strip().split()
+    if max_words is not None:
+        words = words[:max_words]
+    ids = list(tokenizer.encode(" ".join(words)))
+    truncated = len(ids) > max_tokens
+    return np.asarray(ids[:max_tokens] + [EOS], np.int32), truncated
+
+
+def augment_image(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Light train-time photometric/geometric jitter on the original-size line image."""
+    if rng.random() < 0.5:
+        img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.7, 1.3)))
+    if rng.random() < 0.5:
+        img = ImageEnhance.Contrast(img).enhance(float(rng.uniform(0.6, 1.4)))
+    if rng.random() < 0.3:
+        fill = img.getpixel((0, 0))
+        img = img.rotate(float(rng.uniform(-2.0, 2.0)), resample=Image.BILINEAR, expand=True, fillcolor=fill)
+    if rng.random() < 0.2:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 1.0))))
+    return img
+
+
+def decode_image(data: bytes | np.ndarray) -> Image.Image:
+    if isinstance(data, np.ndarray):  # already decoded (e.g. a TFDS source without SkipDecoding)
+        return Image.fromarray(data).convert("RGB")
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+class _Prepare:
+    """record -> element; picklable (sent to worker processes)."""
+
+    def __init__(self, cfg: PipelineConfig, tokenizer: Tokenizer, augment: bool, keep_text: bool):
+        self.cfg, self.tokenizer, self.augment, self.keep_text = cfg, tokenizer, augment, keep_text
+
+    def __call__(self, rec: dict, rng: np.random.Generator) -> dict:
+        img = decode_image(rec["image"])
+        if self.augment:
+            img = augment_image(img, rng)
+        text = rec["text"].decode("utf-8") if isinstance(rec["text"], bytes) else rec["text"]
+        target, truncated = encode_target(text, self.tokenizer, self.cfg.max_target_tokens,
+                                          self.cfg.max_target_words)
+        out = {"image": resize_and_pad_uint8(img, size=self.cfg.image_size),
+               "target": target, "truncated": truncated}
+        if self.keep_text:
+            rid = rec.get("id", "")
+            out["id"] = rid.decode("utf-8") if isinstance(rid, bytes) else str(rid)
+            out["text"] = text
+        return out
+
+
+class _Collate:
+    """Pad targets to a fixed length and (eval) the batch to a fixed size; picklable."""
+
+    def __init__(self, batch_size: int, target_len: int, pad_batch: bool):
+        self.batch_size, self.target_len, self.pad_batch = batch_size, target_len, pad_batch
+
+    def __call__(self, elems: Sequence[dict]) -> dict:
+        n = len(elems)
+        b = self.batch_size if self.pad_batch else n
+        t = self.target_len
+        image = np.zeros((b,) + elems[0]["image"].shape, np.uint8)
+        target = np.full((b, t), PAD, np.int32)
+        prev = np.full((b, t), PAD, np.int32)
+        for i, e in enumerate(elems):
+            image[i] = e["image"]
+            k = len(e["target"])
+            target[i, :k] = e["target"]
+            prev[i, 0] = BOS
+            prev[i, 1:k] = e["target"][:k - 1]
+        out = {
+            "image": image,
+            "target": target,
+            "prev_output_tokens": prev,
+            "target_mask": target != PAD,
+            "truncated": np.array([e["truncated"] for e in elems] + [False] * (b - n), bool),
+            "valid": np.arange(b) < n,
+        }
+        if "text" in elems[0]:
+            out["text"] = np.array([e["text"] for e in elems] + [""] * (b - n))
+            out["id"] = np.array([e["id"] for e in elems] + [""] * (b - n))
+        return out
+
+
+# ----------------------------------------------------------------------------- dataset
+
+def _ensure_absl_flags_parsed():
+    # grain's worker processes read absl flags; unparsed flags (no absl.app.run) crash them.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def make_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None = None) -> grain.IterDataset:
+    """The grain IterDataset of batches for a record source (see `ofa_jax.data.sources`)."""
+    tokenizer = tokenizer if tokenizer is not None else default_tokenizer()
+    augment = cfg.train if cfg.augment is None else cfg.augment
+    keep_text = (not cfg.train) if cfg.keep_text is None else cfg.keep_text
+    drop_remainder = cfg.train if cfg.drop_remainder is None else cfg.drop_remainder
+    num_epochs = (None if cfg.train else 1) if cfg.num_epochs is None else cfg.num_epochs
+
+    ds = grain.MapDataset.source(source)
+    if cfg.shard_count > 1:
+        ds = ds[cfg.shard_index::cfg.shard_count]
+    if cfg.train:
+        ds = ds.shuffle(seed=cfg.seed)
+    if num_epochs != 1:
+        ds = ds.repeat(num_epochs)
+    ds = ds.random_map(_Prepare(cfg, tokenizer, augment, keep_text), seed=cfg.seed)
+    read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=max(2 * cfg.batch_size, 8))
+    it = ds.to_iter_dataset(read)
+    it = it.batch(cfg.batch_size, drop_remainder=drop_remainder,
+                  batch_fn=_Collate(cfg.batch_size, cfg.max_target_tokens + 1, pad_batch=not drop_remainder))
+    if cfg.num_workers > 0:
+        _ensure_absl_flags_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size))
+    return it
+
+
+def make_iterator(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None = None):
+    """`iter(make_dataset(...))`: a `grain.DatasetIterator` with `get_state()` / `set_state()`."""
+    return iter(make_dataset(source, cfg, tokenizer))

@@ -1,0 +1,197 @@
+"""Offline rendering of single text lines for the synthetic corpus.
+
+Fonts come from the machine (Debian packages such as ``fonts-wqy-zenhei``, ``fonts-wqy-microhei``,
+``fonts-arphic-ukai``, ``fonts-arphic-uming``, ``fonts-noto-cjk``, ``fonts-lxgw-wenkai``), from the
+PyPI wheel ``paperang-p2-fonts-cjk`` (wqy-microhei), from ``$OFA_JAX_FONT_DIRS`` (``os.pathsep``
+separated directories) or are given explicitly. The special name ``"pil-default"`` is Pillow's
+built-in Latin-only font (used by tests on machines without any CJK font).
+
+All randomness comes from the ``numpy.random.Generator`` passed in, so a (seed, index) pair always
+renders the same image on the same font files and Pillow version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+FONT_DIRS_ENV = "OFA_JAX_FONT_DIRS"
+PIL_DEFAULT = "pil-default"
+_FONT_SUFFIXES = (".ttf", ".ttc", ".otf")
+_SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
+# Characters a font must draw to count as a CJK font (common level-1 hanzi and a full-width comma).
+_CJK_PROBE = "的一是了我不人在他有这中大来上国个到说们为子和你地出道也时年，"
+
+
+def _pip_font_files() -> list[Path]:
+    try:
+        import paperang_p2_fonts_cjk  # noqa: F401  (optional: pip install paperang-p2-fonts-cjk)
+    except ImportError:
+        return []
+    root = Path(paperang_p2_fonts_cjk.__file__).parent
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in _FONT_SUFFIXES)
+
+
+def _dir_font_files(dirs: Sequence[str | os.PathLike]) -> list[Path]:
+    out = []
+    for d in dirs:
+        d = Path(d)
+        if d.is_dir():
+            out.extend(p for p in d.rglob("*") if p.suffix.lower() in _FONT_SUFFIXES and p.is_file())
+    return sorted(out)
+
+
+def font_key(path: str | os.PathLike) -> str:
+    """A machine-independent name for a font file (its file name)."""
+    return PIL_DEFAULT if str(path) == PIL_DEFAULT else Path(path).name
+
+
+@functools.lru_cache(maxsize=256)
+def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    if path == PIL_DEFAULT:
+        return ImageFont.load_default(size)
+    return ImageFont.truetype(path, size)
+
+
+@functools.lru_cache(maxsize=64)
+def _notdef_signature(path: str) -> tuple:
+    font = load_font(path, 32)
+    return _glyph_signature(font, "\U0010FFFD")  # a private-use code point no font maps
+
+
+def _glyph_signature(font, ch: str) -> tuple:
+    mask = font.getmask(ch)
+    return (mask.size, bytes(mask))
+
+
+@functools.lru_cache(maxsize=200_000)
+def font_has_char(path: str, ch: str) -> bool:
+    """True if the font draws `ch` with a glyph of its own (not the .notdef box)."""
+    if ch.isspace():
+        return True
+    font = load_font(path, 32)
+    sig = _glyph_signature(font, ch)
+    return sig != _notdef_signature(path) and sig[0][0] > 0
+
+
+def font_covers(path: str, text: str) -> bool:
+    return all(font_has_char(path, ch) for ch in text)
+
+
+def is_cjk_font(path: str) -> bool:
+    try:
+        return font_covers(path, _CJK_PROBE)
+    except OSError:
+        return False
+
+
+def find_cjk_fonts(extra_dirs: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """CJK-capable font files found offline, sorted by file name, one file per name.
+
+    Looks in ``extra_dirs``, ``$OFA_JAX_FONT_DIRS``, the ``paperang-p2-fonts-cjk`` wheel and the
+    system font directories.
+    """
+    env_dirs = [d for d in os.environ.get(FONT_DIRS_ENV, "").split(os.pathsep) if d]
+    candidates = (_dir_font_files(list(extra_dirs) + env_dirs) + _pip_font_files()
+                  + _dir_font_files(_SYSTEM_FONT_DIRS))
+    by_name: dict[str, str] = {}
+    for p in candidates:
+        if p.name not in by_name and is_cjk_font(str(p)):
+            by_name[p.name] = str(p)
+    return [by_name[k] for k in sorted(by_name)]
+
+
+# ----------------------------------------------------------------------------- rendering
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    min_font_size: int = 24
+    max_font_size: int = 48
+    degrade: bool = False  # blur, noise, JPEG, rotation/perspective, textured backgrounds, low contrast
+    jpeg_quality: tuple[int, int] = (25, 80)
+    max_rotation_deg: float = 3.0
+
+
+def _background(rng: np.random.Generator, h: int, w: int, degrade: bool) -> np.ndarray:
+    base = rng.uniform(200, 255) if not degrade else rng.uniform(120, 255)
+    tint = rng.uniform(-12, 12, size=3) if degrade else np.zeros(3)
+    bg = np.full((h, w, 3), base, np.float32) + tint
+    if degrade and rng.random() < 0.6:  # smooth gradient
+        ramp = np.linspace(0, rng.uniform(-40, 40), w, dtype=np.float32)
+        bg += ramp[None, :, None]
+    if degrade and rng.random() < 0.5:  # paper-like texture: blurred noise
+        tex = rng.normal(0, rng.uniform(4, 14), size=(h, w)).astype(np.float32)
+        tex = np.asarray(Image.fromarray(np.clip(tex + 128, 0, 255).astype(np.uint8))
+                         .filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0))), np.float32) - 128
+        bg += tex[..., None]
+    return bg
+
+
+def _perspective_coeffs(src, dst):
+    """Coefficients for PIL's Image.transform(PERSPECTIVE) mapping output `dst` -> input `src`."""
+    a = []
+    for (x, y), (u, v) in zip(dst, src):
+        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    b = np.asarray(src, np.float64).reshape(8)
+    return np.linalg.solve(np.asarray(a, np.float64), b).tolist()
+
+
+def render_line(text: str, font_path: str, rng: np.random.Generator,
+                options: RenderOptions = RenderOptions()) -> Image.Image:
+    """Render one text line to an RGB image (tight-ish crop with random margins)."""
+    size = int(rng.integers(options.min_font_size, options.max_font_size + 1))
+    font = load_font(font_path, size)
+    left, top, right, bottom = font.getbbox(text)
+    tw, th = max(1, right - left), max(1, bottom - top)
+    mx = int(rng.integers(2, max(3, size // 2)))
+    my = int(rng.integers(2, max(3, size // 3)))
+    w, h = tw + 2 * mx, th + 2 * my
+    bg = _background(rng, h, w, options.degrade)
+    contrast = rng.uniform(40, 110) if options.degrade and rng.random() < 0.3 else rng.uniform(150, 230)
+    ink = np.clip(bg.mean() - contrast + rng.uniform(-10, 10, size=3), 0, 255)
+
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).text((mx - left, my - top), text, font=font, fill=255)
+    alpha = np.asarray(mask, np.float32)[..., None] / 255.0
+    img = bg * (1 - alpha) + ink * alpha
+    out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+
+    if not options.degrade:
+        return out
+
+    fill = tuple(int(c) for c in np.clip(bg.mean(axis=(0, 1)), 0, 255))
+    if rng.random() < 0.5:
+        angle = float(rng.uniform(-options.max_rotation_deg, options.max_rotation_deg))
+        out = out.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=fill)
+    if rng.random() < 0.3:
+        w, h = out.size
+        # Corners move outwards only, so no ink is cut off at the borders.
+        outward = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)])
+        j = rng.uniform(0, 0.05, size=(4, 2)) * outward * np.array([w, h])
+        dst = [(0, 0), (w, 0), (w, h), (0, h)]
+        src = [(x + dx, y + dy) for (x, y), (dx, dy) in zip(dst, j)]
+        out = out.transform((w, h), Image.PERSPECTIVE, _perspective_coeffs(src, dst),
+                            resample=Image.BICUBIC, fillcolor=fill)
+    if rng.random() < 0.5:
+        out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.3))))
+    if rng.random() < 0.5:
+        arr = np.asarray(out, np.float32) + rng.normal(0, rng.uniform(3, 15), size=(out.size[1], out.size[0], 1))
+        out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    return out
+
+
+def encode_image(img: Image.Image, fmt: str, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    if fmt.upper() in ("JPEG", "JPG"):
+        img.save(buf, format="JPEG", quality=int(quality))
+    else:
+        img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
