@@ -31,6 +31,22 @@ def is_lmdb_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "data.mdb").is_file()
 
 
+_ENVS: dict[tuple[int, str], object] = {}
+
+
+def _open_readonly(path: str):
+    """One shared read-only environment per (process, path): LMDB refuses a second open of the
+    same environment in one process, and a forked worker must not reuse its parent's handle."""
+    import lmdb
+
+    key = (os.getpid(), os.path.realpath(path))
+    env = _ENVS.get(key)
+    if env is None:
+        env = _ENVS[key] = lmdb.open(path, readonly=True, lock=False, readahead=False,
+                                     meminit=False, max_readers=126)
+    return env
+
+
 class FudanLmdb:
     """Random access to a FudanVI-layout LMDB: ``len(db)``, ``db[i]`` (i from 0) -> record.
 
@@ -51,10 +67,7 @@ class FudanLmdb:
 
     def _open(self):
         if self._env is None:
-            import lmdb
-
-            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
-                                  meminit=False, max_readers=126)
+            self._env = _open_readonly(self.path)
         return self._env
 
     def __getstate__(self):
