@@ -83,7 +83,7 @@ def main():
             "",
             "| worker processes | threads per process | images/s (median) | min | max |",
             "|---|---|---|---|---|",
-        ] + [f"| {w} | {t} | {r:.1f} | {lo:.1f} | {hi:.1f} |" for w, t, r, lo, hi in rows] + [""]
+        ] + [f"| {w} | {t} | {r:.1f} | {lo:.1f} | {hi:.1f} |" for w, t, r, lo, hi in rows] + ["", ""]
         with open(args.output, "w", encoding="utf-8") as f:
             f.write("\n".join(lines))
 

@@ -109,7 +109,7 @@ class PipelineConfig:
     keep_text: bool | None = None  # None: `not train`
     num_workers: int = 0  # grain worker processes (0: in-process)
     worker_buffer_size: int = 2  # batches prefetched per worker
-    num_threads: int = 2  # in-process read/transform threads (per worker)
+    num_threads: int = 1  # read/transform threads per process (1 was fastest on 2 cores: bench/)
     shard_index: int = 0  # data-parallel hosts: this host's shard ...
     shard_count: int = 1  # ... of this many
 
