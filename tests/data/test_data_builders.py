@@ -164,3 +164,16 @@ def test_synthetic_cjk_renders(tmp_path):
         img = Image.open(io.BytesIO(e["image"]))
         assert img.mode == "RGB" and img.size[0] > img.size[1] >= 16
         assert all(render.font_has_char(render.find_cjk_fonts()[0], ch) for ch in e["text"].decode())
+
+
+def test_build_cli_folder(tmp_path, capsys):
+    import json
+
+    from ofa_jax.data.build import main
+
+    write_label_folder(tmp_path / "d", sample_records(3, with_excluded=True))
+    assert main(["ocr_folder", "--folder", str(tmp_path / "d"), "--name", "cli",
+                 "--data_dir", str(tmp_path / "tfds")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["dataset"] == "ocr_folder/cli" and out["splits"] == {"train": 3}
+    assert out["filtered"]["ocr_folder/train"]["dropped_eval_lines"] == 1
