@@ -1,0 +1,556 @@
+"""The OFA ResNet-transformer as Flax linen modules: one definition for training, decoding, conversion.
+
+Layout follows ModelScope's ``modeling_ofa.py`` (the parity reference); parameter names mirror its
+state-dict keys so ``tools/convert_weights`` is a plain table. Differences that do not change the
+numbers:
+
+* Attention biases that do not depend on the sample (absolute-position bias, relative buckets)
+  are computed once per call without a batch axis and broadcast; the reference materialises
+  batch x heads x L^2 copies per layer.
+* The decoder runs teacher-forced (``decode``) or one step at a time against an explicit
+  :class:`DecodeCache` pytree (``init_cache`` / ``decode_step``): self-attention K/V are appended,
+  cross-attention K/V are projected once per image and shared by all hypotheses of that image.
+* Layers are unrolled Python loops, not ``nn.scan``: per-layer parameter names stay identical to the
+  PyTorch ones (the converter needs no stacking) and per-layer drop-path rates stay plain floats.
+  Compile time is paid once per shape and kept by JAX's persistent compilation cache (see
+  ``ofa_jax.utils.enable_compilation_cache``); bench/RESULTS.md reports it per preset.
+
+Every parameter carries logical axis names (``nn.with_logical_partitioning``); ``ofa_jax.partitioning``
+maps them to mesh axes. Weights unused by OCR (image-code generation in the decoder) are not model
+parameters; the model dir keeps them verbatim so export to PyTorch is lossless.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ofa_jax import buckets
+from ofa_jax.config import OFAConfig
+from ofa_jax.resnet import ResNet, block_drop_path_rates
+
+Array = jax.Array
+_xavier = nn.initializers.xavier_uniform()
+_torch_linear = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # nn.Linear default init
+
+
+def _dense(features, axes, name, dtype, init=_torch_linear, use_bias=True):
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name,
+                    kernel_init=nn.with_logical_partitioning(init, axes),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+
+
+def _layer_norm(name, axis="embed"):
+    # Exact two-pass variance: the fast E[x^2]-E[x]^2 form costs ~1e-5 of parity.
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name, dtype=None,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis,)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis,)))
+
+
+def _embed(num, features, name, axes=("vocab", "embed"), std=None, zero=False, dtype=jnp.float32):
+    init = nn.initializers.zeros if zero else nn.initializers.normal(std if std is not None else features ** -0.5)
+    return nn.Embed(num, features, name=name, dtype=dtype, embedding_init=nn.with_logical_partitioning(init, axes))
+
+
+def _activation(name):
+    return {"gelu": functools.partial(nn.gelu, approximate=False), "relu": nn.relu}[name]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch of shape (B, T, D).
+
+    mode "token" reproduces ModelScope (one (1, T, 1) mask for the whole batch); "sample" is the
+    usual per-sample (B, 1, 1) mask.
+    """
+    rate: float
+    mode: str = "token"
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (1, x.shape[1], 1) if self.mode == "token" else (x.shape[0], 1, 1)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def attention(q, k, v, bias, mask, dropout: Optional[nn.Dropout] = None, deterministic=True):
+    """Scaled (already) q (B,T,H,D) against k/v (B,S,H,D); bias broadcasts to (B,H,T,S); mask True=keep."""
+    logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.promote_types(q.dtype, jnp.float32))
+    if bias is not None:
+        logits = logits + bias
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if dropout is not None:
+        probs = dropout(probs, deterministic=deterministic)
+    return jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
+
+
+class OFAAttention(nn.Module):
+    config: OFAConfig
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        d, dt = self.config.d_model, self.dtype
+        self.head_dim = d // self.num_heads
+        self.scaling = float(self.head_dim * self.config.attn_scale_factor) ** -0.5
+        self.q_proj = _dense(d, ("embed", "heads"), "q_proj", dt)
+        self.k_proj = _dense(d, ("embed", "heads"), "k_proj", dt)
+        self.v_proj = _dense(d, ("embed", "heads"), "v_proj", dt)
+        self.out_proj = _dense(d, ("heads", "embed"), "out_proj", dt)
+        if self.config.scale_heads:
+            self.c_attn = self.param("c_attn", nn.with_logical_partitioning(nn.initializers.ones, ("head_scale",)),
+                                     (self.num_heads,))
+        self.attn_dropout = nn.Dropout(self.config.attention_dropout)
+
+    def _split(self, x):
+        return x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))
+
+    def project_kv(self, x):
+        """(B,S,d) -> k, v of shape (B,S,H,D)."""
+        return self._split(self.k_proj(x)), self._split(self.v_proj(x))
+
+    def __call__(self, x, k, v, bias, mask, deterministic=True):
+        q = self._split(self.q_proj(x) * self.scaling)
+        out = attention(q, k, v, bias, mask, self.attn_dropout, deterministic)
+        if self.config.scale_heads:
+            out = out * self.c_attn[:, None].astype(out.dtype)
+        return self.out_proj(out.reshape(out.shape[:-2] + (-1,)))
+
+
+class EncoderLayer(nn.Module):
+    config: OFAConfig
+    drop_path_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.self_attn = OFAAttention(c, c.encoder_attention_heads, self.dtype)
+        self.self_attn_layer_norm = _layer_norm("self_attn_layer_norm")
+        if c.normformer:
+            self.self_attn_mid_layer_norm = _layer_norm("self_attn_mid_layer_norm")
+            self.ffn_layer_norm = _layer_norm("ffn_layer_norm", "mlp")
+        self.fc1 = _dense(c.encoder_ffn_dim, ("embed", "mlp"), "fc1", self.dtype)
+        self.fc2 = _dense(c.d_model, ("mlp", "embed"), "fc2", self.dtype)
+        self.final_layer_norm = _layer_norm("final_layer_norm")
+        self.dropout = nn.Dropout(c.dropout)
+        self.activation_dropout = nn.Dropout(c.activation_dropout)
+        self.drop_path = DropPath(self.drop_path_rate, c.drop_path_mode)
+
+    def __call__(self, x, bias, mask, deterministic=True):
+        c, det = self.config, deterministic
+        pre = c.encoder_normalize_before
+        residual = x
+        h = self.self_attn_layer_norm(x) if pre else x
+        k, v = self.self_attn.project_kv(h)
+        h = self.self_attn(h, k, v, bias, mask, det)
+        if c.normformer:
+            h = self.self_attn_mid_layer_norm(h)
+        x = residual + self.drop_path(self.dropout(h, deterministic=det), det)
+        if not pre:
+            x = self.self_attn_layer_norm(x)
+        residual = x
+        h = self.final_layer_norm(x) if pre else x
+        h = self.activation_dropout(_activation(c.activation_function)(self.fc1(h)), deterministic=det)
+        if c.normformer:
+            h = self.ffn_layer_norm(h)
+        h = self.dropout(self.fc2(h), deterministic=det)
+        x = residual + self.drop_path(h, det)
+        if not pre:
+            x = self.final_layer_norm(x)
+        return x.astype(self.dtype)
+
+
+class DecoderLayer(nn.Module):
+    config: OFAConfig
+    drop_path_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.self_attn = OFAAttention(c, c.decoder_attention_heads, self.dtype)
+        self.self_attn_layer_norm = _layer_norm("self_attn_layer_norm")
+        self.cross_attn = OFAAttention(c, c.decoder_attention_heads, self.dtype)
+        self.cross_attn_layer_norm = _layer_norm("cross_attn_layer_norm")
+        if c.normformer:
+            self.self_attn_mid_layer_norm = _layer_norm("self_attn_mid_layer_norm")
+            self.cross_attn_mid_layer_norm = _layer_norm("cross_attn_mid_layer_norm")
+            self.ffn_layer_norm = _layer_norm("ffn_layer_norm", "mlp")
+        self.fc1 = _dense(c.decoder_ffn_dim, ("embed", "mlp"), "fc1", self.dtype)
+        self.fc2 = _dense(c.d_model, ("mlp", "embed"), "fc2", self.dtype)
+        self.final_layer_norm = _layer_norm("final_layer_norm")
+        self.dropout = nn.Dropout(c.dropout)
+        self.activation_dropout = nn.Dropout(c.activation_dropout)
+        self.drop_path = DropPath(self.drop_path_rate, c.drop_path_mode)
+
+    def cross_kv(self, enc):
+        return self.cross_attn.project_kv(enc)
+
+    def _block(self, x, ln, mid_ln, fn, det):
+        pre = self.config.decoder_normalize_before
+        residual = x
+        h = fn(ln(x) if pre else x)
+        if self.config.normformer:
+            h = mid_ln(h)
+        x = residual + self.drop_path(self.dropout(h, deterministic=det), det)
+        return x if pre else ln(x)
+
+    def __call__(self, x, self_kv, cross_kv, self_bias, cross_bias, self_mask, cross_mask, deterministic=True,
+                 step_reshape=None):
+        """x: (B,T,d). self_kv: None (project from x) or a function h -> (k, v) (decode-step cache).
+
+        step_reshape: in a decode step x is (B, K, d) -- K hypotheses per image at one time step.
+        Self-attention then runs per hypothesis ((B*K, 1, d) against its own cache) and
+        cross-attention per image (K queries against the image's keys, projected once).
+        """
+        c, det = self.config, deterministic
+        normformer = c.normformer
+
+        def self_fn(h):
+            if step_reshape is None:
+                k, v = self.self_attn.project_kv(h)
+                return self.self_attn(h, k, v, self_bias, self_mask, det)
+            b, kk, d = h.shape
+            hq = h.reshape(b * kk, 1, d)
+            k, v = self_kv(*self.self_attn.project_kv(hq))
+            return self.self_attn(hq, k, v, self_bias, self_mask, det).reshape(b, kk, d)
+
+        def cross_fn(h):
+            return self.cross_attn(h, cross_kv[0], cross_kv[1], cross_bias, cross_mask, det)
+
+        x = self._block(x, self.self_attn_layer_norm, self.self_attn_mid_layer_norm if normformer else None,
+                        self_fn, det)
+        x = self._block(x, self.cross_attn_layer_norm, self.cross_attn_mid_layer_norm if normformer else None,
+                        cross_fn, det)
+
+        def ffn(h):
+            h = self.activation_dropout(_activation(c.activation_function)(self.fc1(h)), deterministic=det)
+            if normformer:
+                h = self.ffn_layer_norm(h)
+            return self.fc2(h)
+
+        pre = c.decoder_normalize_before
+        residual = x
+        h = self.dropout(ffn(self.final_layer_norm(x) if pre else x), deterministic=det)
+        x = residual + self.drop_path(h, det)
+        if not pre:
+            x = self.final_layer_norm(x)
+        return x.astype(self.dtype)
+
+
+@flax.struct.dataclass
+class EncoderOutput:
+    hidden: Array       # (B, N, d) encoder states, image patches first then text
+    padding_mask: Array  # (B, N) True where padded
+    pos_embed: Array    # (N, d) layer-normed absolute position embeddings (no batch axis)
+
+
+@flax.struct.dataclass
+class DecodeCache:
+    """Decoder state for incremental decoding of K hypotheses per image.
+
+    Arrays with a leading layer axis L. ``self_k/self_v``: (L, B, K, T, H, D), appended at
+    ``index``; ``cross_k/cross_v``: (L, B, N, H, D), projected once. Biases have no batch axis.
+    Reordering hypotheses (beam search) gathers along axis 2 of self_k/self_v only.
+    """
+    index: Array         # () int32: position of the next token
+    self_k: Array
+    self_v: Array
+    cross_k: Array
+    cross_v: Array
+    enc_mask: Array      # (B, N) True = valid encoder position
+    self_bias: Array     # (L, H, T, T) absolute + relative self-attention bias per layer
+    cross_bias: Array    # (H, T, N)
+
+    @property
+    def max_len(self):
+        return self.self_k.shape[3]
+
+    def reorder(self, beam_idx):
+        """beam_idx: (B, K) int -- hypothesis k of image b continues from beam_idx[b, k]."""
+        take = lambda a: jnp.take_along_axis(a, beam_idx[None, :, :, None, None, None], axis=2)
+        return self.replace(self_k=take(self.self_k), self_v=take(self.self_v))
+
+
+class Encoder(nn.Module):
+    config: OFAConfig
+    embed_tokens: nn.Embed
+    frozen_bn: bool = True
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        c, d, h = self.config, self.config.d_model, self.config.encoder_attention_heads
+        self.embed_images = ResNet(c, self.frozen_bn, self.dtype)
+        self.image_proj = _dense(d, ("image_channels", "embed"), "image_proj", self.dtype, init=_xavier)
+        if c.add_type_embedding:
+            self.type_embedding = _embed(2, d, "type_embedding", ("type_vocab", "embed"))
+        if c.layernorm_embedding:
+            self.layernorm_embedding = _layer_norm("layernorm_embedding")
+        if c.patch_layernorm_embedding:
+            self.patch_layernorm_embedding = _layer_norm("patch_layernorm_embedding")
+        self.embed_positions = _embed(c.max_position_embeddings + 2, d, "embed_positions", ("positions", "embed"))
+        self.embed_image_positions = _embed(c.image_bucket_size ** 2 + 1, d, "embed_image_positions",
+                                            ("positions", "embed"))
+        self.pos_ln = _layer_norm("pos_ln")
+        self.image_pos_ln = _layer_norm("image_pos_ln")
+        self.pos_q_linear = _dense(d, ("embed", "heads"), "pos_q_linear", None)
+        self.pos_k_linear = _dense(d, ("embed", "heads"), "pos_k_linear", None)
+        rates = block_drop_path_rates(c.encoder_drop_path_rate, c.encoder_layers)
+        self.layers = [EncoderLayer(c, rates[i], self.dtype) for i in range(c.encoder_layers)]
+        if c.encoder_normalize_before:
+            self.layer_norm = _layer_norm("layer_norm")
+        n_tables = 1 if c.share_attn_bias else c.encoder_layers
+        self.token_rel_pos_table_list = [
+            _embed(2 * c.token_bucket_size - 1, h, f"token_rel_pos_table_list_{i}", ("rel_buckets", "rel_heads"), zero=True)
+            for i in range(n_tables)]
+        self.image_rel_pos_table_list = [
+            _embed((2 * c.image_bucket_size - 1) ** 2 + 3, h, f"image_rel_pos_table_list_{i}",
+                   ("rel_buckets", "rel_heads"), zero=True)
+            for i in range(n_tables)]
+        self.dropout = nn.Dropout(c.dropout)
+
+    def __call__(self, images, tokens, image_valid=None, train: bool = False) -> EncoderOutput:
+        """images (B,H,W,3) float in [-1,1]; tokens (B,L) int (pad=1); image_valid (B,) bool or None."""
+        c, det = self.config, not train
+        b, img_h, img_w, _ = images.shape
+        if max(img_h, img_w) > c.max_image_size:
+            raise ValueError(f"image {img_h}x{img_w} is larger than the {c.max_image_size}px the position buckets cover")
+        if tokens.shape[1] > c.max_position_embeddings:
+            raise ValueError(f"{tokens.shape[1]} text tokens exceed max_position_embeddings={c.max_position_embeddings}")
+        feats = self.embed_images(images, train)
+        gh, gw = feats.shape[1:3]
+        n_img, n_txt = gh * gw, tokens.shape[1]
+        img_x = self.image_proj(feats.reshape(b, n_img, feats.shape[-1]))
+        scale = c.d_model ** 0.5 if c.scale_embedding else 1.0
+        if scale != 1.0:
+            img_x = img_x * scale
+        if c.add_type_embedding:
+            img_x = img_x + self.type_embedding.embedding[1].astype(img_x.dtype)
+        if c.patch_layernorm_embedding:
+            img_x = self.patch_layernorm_embedding(img_x)
+        img_x = self.dropout(img_x, deterministic=det)
+
+        txt_x = _lookup(self.embed_tokens, tokens, c.pad_token_id) * scale
+        if c.add_type_embedding:
+            txt_x = txt_x + self.type_embedding.embedding[0]
+        if c.layernorm_embedding:
+            txt_x = self.layernorm_embedding(txt_x)
+        txt_x = self.dropout(txt_x, deterministic=det)
+
+        x = jnp.concatenate([img_x.astype(self.dtype), txt_x.astype(self.dtype)], axis=1)
+        img_pad = jnp.zeros((b, n_img), bool) if image_valid is None else jnp.broadcast_to(~image_valid[:, None], (b, n_img))
+        padding_mask = jnp.concatenate([img_pad, tokens == c.pad_token_id], axis=1)
+        x = jnp.where(padding_mask[..., None], jnp.zeros((), x.dtype), x)
+
+        # Absolute positions enter only as an attention bias, shared by all layers and samples.
+        pos_txt = self.pos_ln(self.embed_positions.embedding[:n_txt])
+        pos_img = self.image_pos_ln(self.embed_image_positions.embedding[
+            buckets.image_position_ids(gh, gw, c.image_bucket_size)])
+        pos = jnp.concatenate([pos_img, pos_txt], axis=0)
+        abs_bias = _abs_pos_bias(self.pos_q_linear(pos), self.pos_k_linear(pos), c.encoder_attention_heads,
+                                 c.d_model, c.attn_scale_factor)
+        tok_idx = buckets.token_bucket_table(c.token_bucket_size, c.max_position_embeddings)[:n_txt, :n_txt]
+        img_idx = buckets.image_bucket_index(gh, gw, c.image_bucket_size)
+        mask = (~padding_mask)[:, None, None, :]
+        for i, layer in enumerate(self.layers):
+            t = 0 if c.share_attn_bias else i
+            rel_txt = jnp.moveaxis(self.token_rel_pos_table_list[t].embedding[tok_idx], -1, 0)
+            rel_img = jnp.moveaxis(self.image_rel_pos_table_list[t].embedding[img_idx], -1, 0)
+            bias = abs_bias + _block_diag(rel_img, rel_txt)
+            x = layer(x, bias, mask, det)
+        if c.encoder_normalize_before:
+            x = self.layer_norm(x).astype(self.dtype)
+        return EncoderOutput(hidden=x, padding_mask=padding_mask, pos_embed=pos)
+
+
+class Decoder(nn.Module):
+    config: OFAConfig
+    embed_tokens: nn.Embed
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        c, d, h = self.config, self.config.d_model, self.config.decoder_attention_heads
+        if c.layernorm_embedding:
+            self.layernorm_embedding = _layer_norm("layernorm_embedding")
+        self.embed_positions = _embed(c.max_position_embeddings + 2, d, "embed_positions", ("positions", "embed"))
+        self.pos_ln = _layer_norm("pos_ln")
+        self.self_pos_q_linear = _dense(d, ("embed", "heads"), "self_pos_q_linear", None)
+        self.self_pos_k_linear = _dense(d, ("embed", "heads"), "self_pos_k_linear", None)
+        self.cross_pos_q_linear = _dense(d, ("embed", "heads"), "cross_pos_q_linear", None)
+        self.cross_pos_k_linear = _dense(d, ("embed", "heads"), "cross_pos_k_linear", None)
+        rates = block_drop_path_rates(c.decoder_drop_path_rate, c.decoder_layers)
+        self.layers = [DecoderLayer(c, rates[i], self.dtype) for i in range(c.decoder_layers)]
+        if c.decoder_normalize_before:
+            self.layer_norm = _layer_norm("layer_norm")
+        if not c.share_decoder_input_output_embed:
+            self.output_projection = _dense(c.vocab_size, ("embed", "vocab"), "output_projection", self.dtype,
+                                            init=nn.initializers.normal(d ** -0.5), use_bias=False)
+        n_tables = 1 if c.share_attn_bias else c.decoder_layers
+        self.token_rel_pos_table_list = [
+            _embed(2 * c.token_bucket_size - 1, h, f"token_rel_pos_table_list_{i}", ("rel_buckets", "rel_heads"), zero=True)
+            for i in range(n_tables)]
+        self.dropout = nn.Dropout(c.dropout)
+
+    def _biases(self, enc_pos, length):
+        """Self (L,H,T,T) and cross (H,T,N) attention biases for positions 0..length-1."""
+        c = self.config
+        pos = self.pos_ln(self.embed_positions.embedding[:length])
+        heads, d, f = c.decoder_attention_heads, c.d_model, c.attn_scale_factor
+        self_abs = _abs_pos_bias(self.self_pos_q_linear(pos), self.self_pos_k_linear(pos), heads, d, f)
+        cross = _abs_pos_bias(self.cross_pos_q_linear(pos), self.cross_pos_k_linear(enc_pos), heads, d, f)
+        idx = buckets.token_bucket_table(c.token_bucket_size, c.max_position_embeddings)[:length, :length]
+        per_layer = [self_abs + jnp.moveaxis(self.token_rel_pos_table_list[0 if c.share_attn_bias else i]
+                                             .embedding[idx], -1, 0) for i in range(c.decoder_layers)]
+        return jnp.stack(per_layer), cross
+
+    def _embed_tokens(self, tokens, det):
+        c = self.config
+        x = _lookup(self.embed_tokens, tokens, c.pad_token_id)
+        if c.scale_embedding:
+            x = x * c.d_model ** 0.5
+        if c.layernorm_embedding:
+            x = self.layernorm_embedding(x)
+        return self.dropout(x, deterministic=det).astype(self.dtype)
+
+    def _logits(self, x):
+        c = self.config
+        if c.decoder_normalize_before:
+            x = self.layer_norm(x)
+        out_dtype = jnp.promote_types(self.dtype, jnp.float32)
+        if c.share_decoder_input_output_embed:
+            return self.embed_tokens.attend(x.astype(self.dtype)).astype(out_dtype)
+        return self.output_projection(x).astype(out_dtype)
+
+    def __call__(self, prev_tokens, enc: EncoderOutput, train: bool = False):
+        """Teacher-forced: prev_tokens (B,T) -> logits (B,T,V) float32."""
+        c, det = self.config, not train
+        t = prev_tokens.shape[1]
+        self_bias, cross_bias = self._biases(enc.pos_embed, t)
+        causal = jnp.tril(jnp.ones((t, t), bool))
+        self_mask = causal[None, None] & (prev_tokens != c.pad_token_id)[:, None, None, :]
+        cross_mask = (~enc.padding_mask)[:, None, None, :]
+        x = self._embed_tokens(prev_tokens, det)
+        for i, layer in enumerate(self.layers):
+            cross_kv = layer.cross_kv(enc.hidden)
+            x = layer(x, None, cross_kv, self_bias[i], cross_bias, self_mask, cross_mask, det)
+        return self._logits(x)
+
+    def init_cache(self, enc: EncoderOutput, num_hyps: int, max_len: int) -> DecodeCache:
+        c = self.config
+        b, n, _ = enc.hidden.shape
+        h = c.decoder_attention_heads
+        hd = c.d_model // h
+        self_bias, cross_bias = self._biases(enc.pos_embed, max_len)
+        cks, cvs = zip(*[layer.cross_kv(enc.hidden) for layer in self.layers])
+        zeros = jnp.zeros((c.decoder_layers, b, num_hyps, max_len, h, hd), self.dtype)
+        return DecodeCache(index=jnp.zeros((), jnp.int32), self_k=zeros, self_v=zeros,
+                           cross_k=jnp.stack(cks), cross_v=jnp.stack(cvs), enc_mask=~enc.padding_mask,
+                           self_bias=self_bias, cross_bias=cross_bias)
+
+    def step(self, tokens, cache: DecodeCache):
+        """tokens (B,K) at position cache.index -> logits (B,K,V) float32, updated cache."""
+        b, kk = tokens.shape
+        idx, t_max = cache.index, cache.max_len
+        x = self._embed_tokens(tokens, True)
+        self_mask = (jnp.arange(t_max) <= idx)[None, None, None, :]
+        cross_mask = cache.enc_mask[:, None, None, :]
+        cross_bias = jax.lax.dynamic_slice_in_dim(cache.cross_bias, idx, 1, axis=1)  # (H,1,N)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            self_bias = jax.lax.dynamic_slice_in_dim(cache.self_bias[i], idx, 1, axis=1)  # (H,1,T)
+            layer_k, layer_v = cache.self_k[i], cache.self_v[i]
+            written = {}
+
+            def self_kv(k, v, layer_k=layer_k, layer_v=layer_v, written=written):
+                # k, v: (B*K, 1, H, D) for the current position.
+                shape = (b * kk, t_max) + k.shape[2:]
+                ks = jax.lax.dynamic_update_slice_in_dim(layer_k.reshape(shape), k.astype(layer_k.dtype), idx, axis=1)
+                vs = jax.lax.dynamic_update_slice_in_dim(layer_v.reshape(shape), v.astype(layer_v.dtype), idx, axis=1)
+                written["k"], written["v"] = ks.reshape(layer_k.shape), vs.reshape(layer_v.shape)
+                return ks, vs
+
+            x = layer(x, self_kv, (cache.cross_k[i], cache.cross_v[i]), self_bias, cross_bias, self_mask,
+                      cross_mask, True, step_reshape=True)
+            new_k.append(written["k"])
+            new_v.append(written["v"])
+        cache = cache.replace(index=idx + 1, self_k=jnp.stack(new_k), self_v=jnp.stack(new_v))
+        return self._logits(x), cache
+
+
+def _lookup(embed: nn.Embed, tokens, pad_id):
+    """Embedding lookup; like torch's padding_idx, pad lookups pass no gradient to the table."""
+    x = embed(tokens)
+    return jnp.where((tokens == pad_id)[..., None], jax.lax.stop_gradient(x), x)
+
+
+def _abs_pos_bias(q, k, heads, d_model, factor):
+    """(Tq,d),(Tk,d) projected positions -> (H,Tq,Tk) bias, scaled like the reference."""
+    scaling = float(d_model / heads * factor) ** -0.5
+    q = q.reshape(q.shape[0], heads, -1) * scaling
+    k = k.reshape(k.shape[0], heads, -1)
+    return jnp.einsum("qhd,khd->hqk", q, k)
+
+
+def _block_diag(a, b):
+    """(H,n,n),(H,m,m) -> (H,n+m,n+m) with zeros off the diagonal blocks."""
+    h, n, m = a.shape[0], a.shape[1], b.shape[1]
+    top = jnp.concatenate([a, jnp.zeros((h, n, m), a.dtype)], axis=2)
+    bottom = jnp.concatenate([jnp.zeros((h, m, n), b.dtype), b], axis=2)
+    return jnp.concatenate([top, bottom], axis=1)
+
+
+class OFA(nn.Module):
+    """OFA encoder-decoder. ``__call__`` is the teacher-forced forward used in training.
+
+    Methods for ``apply(..., method=...)``: ``encode``, ``decode``, ``init_cache``, ``decode_step``.
+    """
+    config: OFAConfig
+    dtype: Any = jnp.float32       # compute dtype; parameters stay float32
+    frozen_bn: bool = True         # BatchNorm uses running stats even in training (OFA fine-tuning default)
+
+    def setup(self):
+        c = self.config
+        self.embed_tokens = _embed(c.vocab_size, c.d_model, "embed_tokens", dtype=self.dtype)
+        self.encoder = Encoder(c, self.embed_tokens, self.frozen_bn, self.dtype)
+        self.decoder = Decoder(c, self.embed_tokens, self.dtype)
+
+    def __call__(self, images, src_tokens, prev_tokens, image_valid=None, train: bool = False):
+        enc = self.encoder(images, src_tokens, image_valid, train)
+        return self.decoder(prev_tokens, enc, train)
+
+    def encode(self, images, src_tokens, image_valid=None, train: bool = False) -> EncoderOutput:
+        return self.encoder(images, src_tokens, image_valid, train)
+
+    def decode(self, prev_tokens, enc: EncoderOutput, train: bool = False):
+        return self.decoder(prev_tokens, enc, train)
+
+    def init_cache(self, enc: EncoderOutput, num_hyps: int, max_len: int) -> DecodeCache:
+        return self.decoder.init_cache(enc, num_hyps, max_len)
+
+    def decode_step(self, tokens, cache: DecodeCache):
+        return self.decoder.step(tokens, cache)
+
+    def resnet_features(self, images):
+        return self.encoder.embed_images(images, False)
+
+
+def init_params(config: OFAConfig, rng=None, image_size=(64, 64), text_len=4, dtype=jnp.float32):
+    """Randomly initialised variables ({'params', 'batch_stats'}), boxed with logical axis names."""
+    model = OFA(config, dtype)
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    images = jnp.zeros((1,) + tuple(image_size) + (3,), jnp.float32)
+    tokens = jnp.ones((1, text_len), jnp.int32)
+    return model.init(rng, images, tokens, tokens)
+
+
+def abstract_variables(config: OFAConfig):
+    """Shapes/dtypes of all variables without allocating them (for big presets)."""
+    return jax.eval_shape(lambda: nn.meta.unbox(init_params(config)))

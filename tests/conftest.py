@@ -1,0 +1,23 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+if ROOT not in sys.path:  # `tools` is used from the repository root
+    sys.path.insert(0, ROOT)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_configure(config):
+    if config.getoption("--runslow"):
+        config.option.markexpr = ""
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir():
+    return FIXTURES
