@@ -84,10 +84,10 @@ def save_model_dir(path: str, config: OFAConfig, variables: dict, vocab_path: st
         a = np.asarray(v)
         if cast is not None and np.issubdtype(a.dtype, np.floating) and not k.startswith("batch_stats/"):
             a = a.astype(cast)
-        tensors[k] = np.ascontiguousarray(a)
+        tensors[k] = np.array(a, order="C")
     for k, v in (extras or {}).items():
         a = np.asarray(v)
-        tensors[f"extra/{k}"] = np.ascontiguousarray(a.astype(cast) if cast is not None else a)
+        tensors[f"extra/{k}"] = np.array(a.astype(cast) if cast is not None else a, order="C")
     tmp = os.path.join(path, PARAMS_FILE + ".tmp")
     save_file(tensors, tmp, metadata={"format": FORMAT})
     os.replace(tmp, os.path.join(path, PARAMS_FILE))  # never leave a half-written params file

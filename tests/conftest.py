@@ -1,6 +1,9 @@
 import os
 import sys
 
+# 8 fake CPU devices for the sharding tests; must be set before JAX is imported anywhere.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -257,7 +257,7 @@ def state_dict_to_variables(sd: dict, cfg: OFAConfig, where: str = "checkpoint",
     it = rows
     if progress and len(rows) > 200:
         from tqdm import tqdm
-        it = tqdm(rows, desc="converting", unit="tensor", file=sys.stderr)
+        it = tqdm(rows, desc="converting", unit="tensor", file=sys.stderr, disable=None)  # no bar unless a TTY
     for r in it:
         a = _to_flax(np.asarray(sd[r.torch_key]), r.kind)
         if tuple(a.shape) != shapes[r.flax_path]:
@@ -355,7 +355,7 @@ def export_pytorch(model_dir: str, dst: str, fmt: str = "bin") -> str:
     os.makedirs(dst, exist_ok=True)
     if fmt == "safetensors":
         from safetensors.numpy import save_file
-        unique = {k: np.ascontiguousarray(v) for k, v in sd.items() if k not in mapping.ALIASES}
+        unique = {k: np.array(v, order="C") for k, v in sd.items() if k not in mapping.ALIASES}  # keeps 0-d
         out = os.path.join(dst, "model.safetensors")
         save_file(unique, out, metadata={"format": "pt"})
     else:
