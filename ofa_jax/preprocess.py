@@ -2,8 +2,10 @@
 
 ModelScope (``preprocessors/ofa/ocr_recognition.py``, ``ocr_resize``) does, for ``size=480``:
 
-* convert to RGB with PIL's ``Image.convert('RGB')`` (alpha is dropped, not composited; a palette
-  image's transparency is ignored; ``I;16`` and other wide modes are clipped to 0..255 by PIL);
+* convert to RGB with PIL's ``Image.convert('RGB')``: alpha is dropped, not composited (dark text on
+  a transparent background of black pixels comes out black on black: composite such images onto
+  white yourself first), a palette image's transparency is ignored, ``I;16``/``I``/``F`` values are clipped
+  to 0..255 by PIL, not rescaled (a full-range 16-bit scan comes out almost white);
 * text line: scale the longer side to ``size`` keeping the aspect ratio, the other side
   ``max(64, int(size * short / long))`` (truncated, at least 64), bicubic (PIL's, antialiased, which is
   what torchvision's functional ``resize`` calls on PIL images);

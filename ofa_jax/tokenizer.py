@@ -144,10 +144,11 @@ def _basic_tokenize(text: str) -> list[str]:
     text = unicodedata.normalize("NFC", _clean_and_space(text))
     words: list[str] = []
     for word in text.split():  # str.split(): also splits on U+2028, U+2029, U+001C..U+001F
-        if word in _SPECIAL_TOKENS:  # e.g. "<\x00s>" cleaned to "<s>": kept whole
-            words.append(word)
-            continue
-        words.extend(_split_punctuation(_strip_accents(word.lower())))
+        if word not in _SPECIAL_TOKENS:
+            word = _strip_accents(word.lower())
+        # Checked again after lowercasing and accent stripping, as the reference does: "<\x00s>" and
+        # "\u0301<s>" come out here as "<s>", kept whole (and looked up as <s>, id 0).
+        words.extend([word] if word in _SPECIAL_TOKENS else _split_punctuation(word))
     # A word can vanish entirely (a lone combining mark); re-splitting drops empty pieces.
     return " ".join(words).split()
 
@@ -272,7 +273,7 @@ class OFATokenizer:
     def encode(
         self,
         text: str,
-        add_bos_eos: bool = True,
+        add_bos_eos: bool = False,
         *,
         add_bos: bool | None = None,
         add_eos: bool | None = None,
@@ -280,12 +281,16 @@ class OFATokenizer:
     ) -> list[int]:
         """Text -> ids, as ModelScope's ``OfaBasePreprocessor.tokenize_text``.
 
-        ``add_bos``/``add_eos`` override ``add_bos_eos`` for one end (a training target is
-        ``encode(label, add_bos=False)``). ``max_length`` truncates the text's ids (before bos/eos are
-        added); ModelScope uses its ``max_src_length``/``max_tgt_length``, 256 by default.
+        By default the bare ids, no ``<s>``/``</s>``. ``add_bos_eos=True`` wraps them in both (the
+        encoder prompt, see :meth:`encode_prompt`); ``add_bos``/``add_eos`` override it for one end (a
+        training target is ``encode(label, add_eos=True)``). ``max_length`` truncates the text's ids
+        before bos/eos are added; ModelScope uses ``max_src_length``/``max_tgt_length``, 256 by default.
         """
         ids = self._encode_ids(text)
         if max_length is not None:
+            if max_length < 1:
+                # (transformers 4 reads max_length=0 as "no limit"; refuse rather than guess)
+                raise ValueError(f"max_length must be >= 1, got {max_length}")
             ids = ids[:max_length]
         if add_bos if add_bos is not None else add_bos_eos:
             ids.insert(0, self.bos_id)
@@ -377,8 +382,14 @@ def _make_wordpiece(vocab: dict[str, int]):
     transformers 5.x: the vocabulary must be given as ``vocab=`` (a dict); ``vocab_file=`` is silently
     ignored there and yields a 5-token vocabulary.
     """
+    import transformers
     from transformers import BertTokenizer
 
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise ImportError(
+            f"ofa_jax.tokenizer needs transformers >= 5 (its tokenizers-backed BertTokenizer), "
+            f"found {transformers.__version__}"
+        )
     bert = BertTokenizer(
         vocab=vocab,
         do_lower_case=True,
