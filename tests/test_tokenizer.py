@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import unicodedata
 
 import numpy as np
 import pytest
@@ -28,6 +29,30 @@ def tok():
 def parity_rows():
     with gzip.open(os.path.join(FIXTURES, "tokenizer_parity.jsonl.gz"), "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+def _unicode_drift():
+    """Code points assigned in this Python's Unicode tables but not in the fixtures' (or the reverse).
+
+    The reference drops unassigned characters, so on another CPython its ids differ on exactly these
+    (and so do ours, deliberately): they are left out of the comparisons. Empty on the fixtures' Python.
+    """
+    with open(os.path.join(FIXTURES, "tokenizer_codepoints.json")) as f:
+        fx = json.load(f)
+    if fx["unidata_version"] == unicodedata.unidata_version:
+        return frozenset()
+    then = set()
+    for a, b in fx["unassigned"]:
+        then.update(range(a, b + 1))
+    now = {cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) == "Cn"}
+    return frozenset(then ^ now)
+
+
+DRIFT = _unicode_drift()
+
+
+def _comparable(text):
+    return not DRIFT or not any(ord(c) in DRIFT for c in text)
 
 
 def _first_mismatches(pairs, limit=5):
@@ -100,17 +125,17 @@ def test_encode_rejects_non_str(tok):
 
 
 def test_encode_parity(tok, parity_rows):
-    rows = [r for r in parity_rows if r["kind"] == "encode"]
+    rows = [r for r in parity_rows if r["kind"] == "encode" and _comparable(r["text"])]
     assert len(rows) >= 10_000
     n_bad, bad = _first_mismatches([(r["text"], r["ids"], tok.encode(r["text"], add_bos_eos=False)) for r in rows])
     assert n_bad == 0, f"{n_bad}/{len(rows)} strings differ, e.g. (text, reference, ours): {bad}"
 
 
 def test_encode_truncation_parity(tok, parity_rows):
-    rows = [r for r in parity_rows if r["kind"] == "encode_trunc" and r["max_length"] > 0]
+    rows = [r for r in parity_rows if r["kind"] == "encode_trunc" and r["max_length"] > 0 and _comparable(r["text"])]
     assert rows
     # the reference ignores max_length=0 (no truncation at all); we refuse it
-    zero = [r for r in parity_rows if r["kind"] == "encode_trunc" and r["max_length"] == 0]
+    zero = [r for r in parity_rows if r["kind"] == "encode_trunc" and r["max_length"] == 0 and _comparable(r["text"])]
     assert all(r["ids"] == tok.encode(r["text"]) for r in zero)
     with pytest.raises(ValueError, match="max_length"):
         tok.encode("abc", max_length=0)
@@ -139,6 +164,8 @@ def test_every_code_point(tok):
     for b in fx["blocks"]:
         start = b["start"]
         text = "".join(piece.format(c=chr(c)) for c in range(start, start + block) if not 0xD800 <= c < 0xE000)
+        if not _comparable(text):
+            continue
         ids = tok.encode(text, add_bos_eos=False)
         digest = hashlib.sha256(np.asarray(ids, dtype="<i4").tobytes()).hexdigest()
         if (len(ids), digest) != (b["n_ids"], b["sha256"]):

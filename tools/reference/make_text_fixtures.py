@@ -27,6 +27,8 @@ added tokens with one big regex at every character). Outputs, all under ``tests/
     int32 ids of the reference's basic+WordPiece tokenisation of ``"x" + c + "Ab "`` for each ``c`` of
     the block, concatenated (lowercased per character first, as ``tokenize`` does; the added-token
     matching is skipped here because it cannot fire on these strings, and it costs 12 ms a string).
+    Also CPython's Unicode version and its unassigned code points: the reference drops unassigned
+    characters, so its ids depend on the Python it runs on.
 ``preprocess_parity.json``
     the test images are not stored: :func:`image_inputs` regenerates them (34 shapes from 1x1 to
     10000x30 and 3000x2000, in modes RGB L LA P (transparent index) P (alpha table) RGBA CMYK I;16 I F 1,
@@ -264,7 +266,24 @@ def codepoint_fixture(tok) -> dict:
         ids = tok.convert_tokens_to_ids(tok._tokenize(text))
         blocks.append({"start": start, "n_ids": len(ids),
                        "sha256": hashlib.sha256(np.asarray(ids, dtype="<i4").tobytes()).hexdigest()})
-    return {"block": CODEPOINT_BLOCK, "piece": "x{c}Ab ", "blocks": blocks}
+    return {"block": CODEPOINT_BLOCK, "piece": "x{c}Ab ", **unicode_tables(), "blocks": blocks}
+
+
+def unicode_tables() -> dict:
+    """The reference's results depend on CPython's Unicode tables (unassigned characters are dropped):
+    record the version and its unassigned ranges, so that a test on another Python can leave out the
+    characters whose assignment differs."""
+    import unicodedata
+
+    ranges, start = [], None
+    for cp in range(0x110001):
+        cn = cp <= 0x10FFFF and not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) == "Cn"
+        if cn and start is None:
+            start = cp
+        elif not cn and start is not None:
+            ranges.append([start, cp - 1])
+            start = None
+    return {"unidata_version": unicodedata.unidata_version, "unassigned": ranges}
 
 
 # --------------------------------------------------------------------------------------------------
