@@ -13,6 +13,11 @@ _LAZY = {
     "get_config": "ofa_jax.config",
     "OFA": "ofa_jax.model",
     "load_model_dir": "ofa_jax.modeldir",
+    "preprocess_image": "ofa_jax.preprocess",
+    "ImageError": "ofa_jax.preprocess",
+    "OFATokenizer": "ofa_jax.tokenizer",
+    "GenerationConfig": "ofa_jax.decoding",
+    "Recognizer": "ofa_jax.recognizer",
     "save_model_dir": "ofa_jax.modeldir",
 }
 
