@@ -1,0 +1,162 @@
+"""Teacher-forced forward: ofa-jax vs the ModelScope PyTorch reference, in the same run.
+
+    python bench/bench_forward.py --reference-python .venv-reference/bin/python \
+        [--presets tiny base] [--batches 1 8] [--repeats 3]
+
+480x480 image, 12-token prompt, 32 target tokens, fp32, random weights. Each (implementation,
+preset, batch) runs in its own process so peak RSS is its own; the median of ``--repeats`` timed runs
+after one warm-up is reported, with compile time (JAX) separately. Prints a Markdown table and a JSON
+line; paste the table into bench/RESULTS.md with the machine and date.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+IMAGE, SRC_LEN, TGT_LEN = 480, 12, 32
+
+
+def _peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def _inputs(batch):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (batch, IMAGE, IMAGE, 3)).astype(np.float32)
+    src = rng.integers(4, 21000, (batch, SRC_LEN))
+    src[:, 0], src[:, -1] = 0, 2
+    prev = rng.integers(4, 21000, (batch, TGT_LEN))
+    prev[:, 0] = 0
+    return images, src, prev
+
+
+def worker_jax(preset, batch, repeats):
+    import jax
+    import flax.linen as nn
+    from ofa_jax.config import PRESETS
+    from ofa_jax.model import OFA, init_params
+
+    cfg = PRESETS[preset]
+    variables = nn.meta.unbox(init_params(cfg))
+    model = OFA(cfg)
+    images, src, prev = _inputs(batch)
+    fn = jax.jit(model.apply)
+    t0 = time.perf_counter()
+    compiled = fn.lower(variables, images, src, prev).compile()
+    compile_s = time.perf_counter() - t0
+    compiled(variables, images, src, prev).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        compiled(variables, images, src, prev).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    a = jax.numpy.ones((2048, 2048))
+    mm = jax.jit(lambda x: x @ x)
+    mm(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        mm(a).block_until_ready()
+    mm_gflops = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
+    return dict(impl="ofa-jax", median_s=statistics.median(times), times=times, compile_s=compile_s,
+                peak_rss_gb=_peak_rss_gb(), matmul_gflops=mm_gflops, jax=jax.__version__)
+
+
+def worker_torch(preset, batch, repeats):
+    import torch
+    from modelscope.models.multi_modal.ofa import OFAModel
+    from modelscope.models.multi_modal.ofa.configuration_ofa import OFAConfig as MSConfig
+    from ofa_jax.config import PRESETS
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = OFAModel(MSConfig(**PRESETS[preset].to_modelscope())).eval()
+    images, src, prev = _inputs(batch)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    kw = dict(input_ids=torch.from_numpy(src), patch_images=x, patch_masks=torch.ones(batch, dtype=torch.bool),
+              decoder_input_ids=torch.from_numpy(prev), return_dict=True)
+    with torch.no_grad():
+        model(**kw)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(**kw)
+            times.append(time.perf_counter() - t0)
+        a = torch.ones(2048, 2048)
+        a @ a
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ a
+        mm_gflops = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
+    return dict(impl="reference", median_s=statistics.median(times), times=times, compile_s=0.0,
+                peak_rss_gb=_peak_rss_gb(), matmul_gflops=mm_gflops, torch=torch.__version__)
+
+
+def run_child(python, impl, preset, batch, repeats):
+    cmd = [python, os.path.abspath(__file__), "--worker", impl, "--preset", preset, "--batch", str(batch),
+           "--repeats", str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{impl} {preset} b{batch} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reference-python", help="python of the reference env (omit to time ofa-jax only)")
+    ap.add_argument("--presets", nargs="+", default=["tiny", "base"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--preset", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        fn = worker_jax if args.worker == "jax" else worker_torch
+        print(json.dumps(fn(args.preset, args.batch, args.repeats)))
+        return
+
+    from bench.flops import forward_flops
+    from ofa_jax.config import PRESETS
+    rows = []
+    for preset in args.presets:
+        gflop = forward_flops(PRESETS[preset], IMAGE, SRC_LEN, TGT_LEN)["total"] / 1e9
+        for batch in args.batches:
+            res = {"preset": preset, "batch": batch, "gflop_per_image": gflop}
+            res["jax"] = run_child(sys.executable, "jax", preset, batch, args.repeats)
+            if args.reference_python:
+                res["ref"] = run_child(args.reference_python, "torch", preset, batch, args.repeats)
+            rows.append(res)
+            print(json.dumps(res), file=sys.stderr, flush=True)
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
+          f"{time.strftime('%Y-%m-%d')}\n")
+    print("| preset | batch | ofa-jax s | ref s | ratio | ofa-jax GFLOP/s | ref GFLOP/s | compile s | "
+          "ofa-jax peak GB | ref peak GB | mem ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        j, f = r["jax"], r["gflop_per_image"] * r["batch"]
+        ref = r.get("ref")
+        ratio = f"{j['median_s'] / ref['median_s']:.2f}x" if ref else "-"
+        mem = f"{j['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x" if ref else "-"
+        print(f"| {r['preset']} | {r['batch']} | {j['median_s']:.2f} | {ref['median_s']:.2f} | {ratio} | "
+              f"{f / j['median_s']:.0f} | {f / ref['median_s']:.0f} | {j['compile_s']:.1f} | "
+              f"{j['peak_rss_gb']:.2f} | {ref['peak_rss_gb']:.2f} | {mem} |" if ref else
+              f"| {r['preset']} | {r['batch']} | {j['median_s']:.2f} | - | - | {f / j['median_s']:.0f} | - | "
+              f"{j['compile_s']:.1f} | {j['peak_rss_gb']:.2f} | - | - |")
+    mm = rows[0]["jax"]["matmul_gflops"], (rows[0]["ref"]["matmul_gflops"] if "ref" in rows[0] else None)
+    print(f"\n2048^2 fp32 matmul in the same run: JAX {mm[0]:.0f} GFLOP/s"
+          + (f", PyTorch {mm[1]:.0f} GFLOP/s" if mm[1] else ""))
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

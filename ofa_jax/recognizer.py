@@ -1,0 +1,170 @@
+"""``Recognizer``: the Python API for OCR with an ofa-jax model dir.
+
+    from ofa_jax import Recognizer
+    r = Recognizer.from_pretrained("models/ofa-ocr-base")
+    r(["line1.png", "line2.jpg"])        # -> [Result(text=..., score=...), ...]
+
+Images of any kind go in (paths, bytes, PIL images, uint8 arrays); unreadable ones come back with
+``error`` set and do not disturb the rest of the batch. Batches are padded to a fixed size so a
+long run compiles once; with several devices the batch is split over them (data parallel, same
+logical-axis rules as training).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from ofa_jax.decoding import GenerationConfig, make_generate_fn
+from ofa_jax.modeldir import load_model_dir
+from ofa_jax.preprocess import ImageError, resize_and_pad_uint8
+from ofa_jax.tokenizer import OCR_PROMPT, OFATokenizer
+
+BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "ofa-ocr-zh-small")
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ofa_jax", "jax_cache")
+
+
+def enable_compilation_cache(path: Optional[str] = None) -> None:
+    """JAX's persistent compilation cache: a second run skips XLA compilation (seconds -> ~0)."""
+    import jax
+    path = path or os.environ.get("OFA_JAX_CACHE_DIR") or default_cache_dir()
+    try:
+        os.makedirs(path, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except OSError:  # read-only home: run without the cache
+        pass
+
+
+@dataclasses.dataclass
+class Result:
+    text: Optional[str]
+    score: Optional[float]
+    error: Optional[str] = None
+    source: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Recognizer:
+    def __init__(self, model_dir, gen: GenerationConfig, batch_size: int = 8, dtype: Optional[str] = None,
+                 devices=None):
+        import jax
+        import jax.numpy as jnp
+        from ofa_jax.model import OFA
+
+        self.model_dir = model_dir
+        self.config = model_dir.config
+        self.gen = gen
+        self.image_size = int(model_dir.generation.get("patch_image_size", 480))
+        self.prompt = model_dir.generation.get("prompt", OCR_PROMPT)
+        self.tokenizer = OFATokenizer.from_model_dir(model_dir.path)
+        compute = {None: jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+        self.model = OFA(self.config, dtype=compute)
+        self.devices = list(devices if devices is not None else jax.devices())
+        n = len(self.devices)
+        self.batch_size = max(n, -(-batch_size // n) * n)  # a multiple of the device count
+        self._src = np.asarray([self.tokenizer.encode_prompt(self.prompt)] * self.batch_size, np.int32)
+        variables = jax.tree_util.tree_map(np.asarray, model_dir.variables)
+        if dtype == "bfloat16":
+            variables["params"] = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), variables["params"])
+        if n > 1:
+            from ofa_jax import partitioning
+            from ofa_jax.model import init_params
+            mesh = partitioning.make_mesh({"data": -1}, self.devices)
+            boxed = jax.eval_shape(lambda: init_params(self.config))
+            shardings = partitioning.variable_shardings(boxed, mesh)
+            import flax.linen as nn
+            self.variables = jax.device_put(variables, nn.meta.unbox(shardings))
+            self._batch_sharding = partitioning.batch_sharding(mesh, 4)
+            self._src_sharding = partitioning.batch_sharding(mesh, 2)
+        else:
+            self.variables = jax.device_put(variables, self.devices[0])
+            self._batch_sharding = self._src_sharding = None
+        self._generate = make_generate_fn(self.model, gen, pad_id=self.tokenizer.pad_id, eos_id=self.tokenizer.eos_id,
+                                          bos_id=self.tokenizer.bos_id, unk_id=self.tokenizer.unk_id)
+
+    @classmethod
+    def from_pretrained(cls, path: Optional[str] = None, *, beam_size: Optional[int] = None,
+                        max_len: Optional[int] = None, min_len: Optional[int] = None, batch_size: int = 8,
+                        dtype: Optional[str] = None, devices=None, compilation_cache: bool = True) -> "Recognizer":
+        """Loads an ofa-jax model dir (default: the model shipped with the package)."""
+        if compilation_cache:
+            enable_compilation_cache()
+        md = load_model_dir(path or BUNDLED_MODEL)
+        g = dict(md.generation)
+        for k, v in (("beam_size", beam_size), ("max_len_b", max_len), ("min_len", min_len)):
+            if v is not None:
+                g[k] = v
+        return cls(md, GenerationConfig.from_dict(g), batch_size=batch_size, dtype=dtype, devices=devices)
+
+    # ------------------------------------------------------------------------------------------
+    def preprocess(self, image) -> np.ndarray:
+        return resize_and_pad_uint8(image, self.image_size)
+
+    def recognize_pixels(self, pixels: np.ndarray):
+        """uint8 (n, S, S, 3) with n <= batch_size -> list of (text, score)."""
+        import jax
+        import jax.numpy as jnp
+        from ofa_jax.preprocess import NORMALIZE_LUT
+
+        n = len(pixels)
+        batch = np.zeros((self.batch_size,) + pixels.shape[1:], np.uint8)
+        batch[:n] = pixels
+        images = jnp.asarray(NORMALIZE_LUT)[jnp.asarray(batch)]  # bit-identical to ToTensor+Normalize
+        src = self._src
+        if self._batch_sharding is not None:
+            images = jax.device_put(images, self._batch_sharding)
+            src = jax.device_put(src, self._src_sharding)
+        out = jax.device_get(self._generate(self.variables, images, src))
+        results = []
+        for i in range(n):
+            length = int(out.lengths[i, 0])
+            text = self.tokenizer.decode_ocr(out.tokens[i, 0, :length].tolist())
+            results.append((text, float(out.scores[i, 0])))
+        return results
+
+    def __call__(self, images, progress: bool = False) -> list[Result]:
+        """Recognises one image or a sequence of images; returns one Result per input, in order."""
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        results: list[Optional[Result]] = [None] * len(items)
+        pending: list[tuple[int, np.ndarray]] = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(items), unit="img", file=sys.stderr, disable=None)
+
+        def flush():
+            if not pending:
+                return
+            for (i, _), (text, score) in zip(pending, self.recognize_pixels(np.stack([p for _, p in pending]))):
+                results[i] = Result(text=text, score=score, source=items[i] if isinstance(items[i], str) else None)
+            if bar is not None:
+                bar.update(len(pending))
+            pending.clear()
+
+        for i, item in enumerate(items):
+            try:
+                pending.append((i, self.preprocess(item)))
+            except ImageError as e:
+                results[i] = Result(text=None, score=None, error=str(e),
+                                    source=item if isinstance(item, str) else None)
+                if bar is not None:
+                    bar.update(1)
+            if len(pending) == self.batch_size:
+                flush()
+        flush()
+        if bar is not None:
+            bar.close()
+        return results[0] if single else results
