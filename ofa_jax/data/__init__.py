@@ -8,5 +8,7 @@
 * `ofa_jax.data.metrics` - ACC / NED with the FudanVI benchmark's or OFA's normalisation.
 * `ofa_jax.data.text` - training normalisation and the held-out evaluation line list.
 
+``python -m ofa_jax.evaluate --model DIR --data SPEC`` scores a model on any of these sources.
+
 Submodules are imported on demand (TFDS and grain are slow to import and not always needed).
 """

@@ -11,8 +11,9 @@ Both prediction and ground truth go through one of two named normalisations befo
 * ``"none"`` - strings compared as given.
 
 NED = 1 - mean_i lev(p_i, g_i) / max(|p_i|, |g_i|), with 0/0 counted as distance 0 (two empty
-strings match). Lengths and distances are in Unicode code points. Always say which normalisation a
-number uses.
+strings match). Lengths and distances are in Unicode code points. A line with no prediction at all
+(an unreadable image, `LineMetrics.update_failed`) counts as wrong with distance 1, even when its
+label is empty. Always say which normalisation a number uses.
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ class LineMetrics:
         self.correct += ok
         self.ned_sum += ned
         return ok, ned
+
+    def update_failed(self) -> None:
+        """A line without a prediction (unreadable image): wrong, edit distance 1 (NED term 0)."""
+        self.n += 1
+        self.ned_sum += 1.0
 
     def update(self, preds: Iterable[str], gts: Iterable[str]) -> None:
         preds, gts = list(preds), list(gts)

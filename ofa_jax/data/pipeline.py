@@ -6,7 +6,10 @@
 
 Batches are dicts of numpy arrays:
 
-* ``image``  uint8 (B, S, S, 3). Normalise on device: ``x / 127.5 - 1`` (mean = std = 0.5).
+* ``image``  uint8 (B, S, S, 3), ModelScope's OCR resize + edge pad (`ofa_jax.preprocess`).
+  Normalise on device with ``jnp.asarray(NORMALIZE_LUT)[x]`` (`ofa_jax.preprocess.NORMALIZE_LUT`):
+  bit-identical to ModelScope's ``ToTensor`` + ``Normalize(0.5, 0.5)``, which arithmetic in XLA
+  (``x / 255``, ``x / 127.5 - 1``) is not (1 ulp off for about half of the values).
 * ``target`` int32 (B, T): tokens + eos, padded with pad (1); T = ``max_target_tokens + 1``.
 * ``prev_output_tokens`` int32 (B, T): bos + target[:-1] (pad where target is pad).
 * ``target_mask`` bool (B, T): non-pad target positions.
@@ -28,8 +31,6 @@ still deterministic but differs from the in-process order (each worker batches i
 from __future__ import annotations
 
 import dataclasses
-import io
-from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import grain
@@ -37,60 +38,22 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ofa_jax.data.text import train_normalize
+from ofa_jax.preprocess import load_image, resize_and_pad_uint8
+from ofa_jax.tokenizer import OFATokenizer
 
 BOS, PAD, EOS = 0, 1, 2
-VOCAB_PATH = Path(__file__).resolve().parent.parent / "assets" / "vocab_zh.txt"
+
+__all__ = ["PipelineConfig", "make_dataset", "make_iterator", "encode_target", "augment_image",
+           "decode_image", "default_tokenizer", "resize_and_pad_uint8", "BOS", "PAD", "EOS"]
 
 
 class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
 
-# ----------------------------------------------------------------------------- other modules
-# `ofa_jax.preprocess` and `ofa_jax.tokenizer` are written in parallel with this module. Until they
-# exist, the private fallbacks below stand in (FALLBACK: remove once both modules have landed).
-
-def _fallback_resize_and_pad_uint8(img: Image.Image, size: int = 480) -> np.ndarray:
-    """FALLBACK for `ofa_jax.preprocess.resize_and_pad_uint8` (ModelScope `ocr_resize`, no document
-    mode): long side -> size, short side max(64, int(size * short / long)), bicubic, centred edge pad.
-    """
-    img = img.convert("RGB")
-    w, h = img.size
-    if w >= h:
-        nw, nh = size, max(64, int(size * (h / w)))
-    else:
-        nw, nh = max(64, int(size * (w / h))), size
-    arr = np.asarray(img.resize((nw, nh), Image.BICUBIC), np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    return np.pad(arr, ((top, size - nh - top), (left, size - nw - left), (0, 0)), mode="edge")
-
-
-class _FallbackTokenizer:
-    """FALLBACK for `ofa_jax.tokenizer.OFATokenizer`: BERT WordPiece (lower-cased) over the OFA vocab."""
-
-    def __init__(self, vocab_path: str | Path):
-        from transformers import BertTokenizer
-
-        self._tok = BertTokenizer(str(vocab_path), do_lower_case=True)
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False)
-
-
-def resize_and_pad_uint8(img: Image.Image, size: int = 480) -> np.ndarray:
-    try:
-        from ofa_jax.preprocess import resize_and_pad_uint8 as impl
-    except ImportError:
-        impl = _fallback_resize_and_pad_uint8
-    return impl(img, size=size)
-
-
-def default_tokenizer(vocab_path: str | Path = VOCAB_PATH) -> Tokenizer:
-    try:
-        from ofa_jax.tokenizer import OFATokenizer
-    except ImportError:
-        return _FallbackTokenizer(vocab_path)
-    return OFATokenizer.from_vocab(str(vocab_path))
+def default_tokenizer() -> OFATokenizer:
+    """The tokenizer of the released Chinese OCR models (`OFATokenizer.default()`)."""
+    return OFATokenizer.default()
 
 
 # ----------------------------------------------------------------------------- config
@@ -142,9 +105,10 @@ def augment_image(img: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def decode_image(data: bytes | np.ndarray) -> Image.Image:
-    if isinstance(data, np.ndarray):  # already decoded (e.g. a TFDS source without SkipDecoding)
-        return Image.fromarray(data).convert("RGB")
-    return Image.open(io.BytesIO(data)).convert("RGB")
+    """Encoded bytes (or an already decoded uint8 array, e.g. a TFDS source without SkipDecoding)
+    -> RGB PIL image, as the Recognizer reads it (`ofa_jax.preprocess.load_image`: EXIF orientation
+    applied); raises `ofa_jax.preprocess.ImageError` for unreadable data."""
+    return load_image(data)
 
 
 class _Prepare:
