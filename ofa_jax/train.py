@@ -1,0 +1,704 @@
+"""Fine-tune (or train from scratch) OFA-OCR: one sharded train loop with Orbax checkpoints.
+
+    python -m ofa_jax.train --config configs/ocr_cpu_synthetic.py --workdir runs/cpu [--config.key=value ...]
+    python -m ofa_jax.train --config configs/ocr_cpu_synthetic.py --workdir runs/cpu --export OUT [--export_which best]
+
+The config file is a Python file whose ``get_config()`` returns an ``ml_collections.ConfigDict``
+(``configs/*.py``); any field can be overridden with ``--config.a.b=value``. A run writes to WORKDIR:
+
+    checkpoints/<step>/{state,data}   Orbax: train state + grain iterator state (ofa_jax.checkpointing)
+    metrics.jsonl                     one JSON object per logged step / validation
+    tb/                               TensorBoard event files (when tensorboardX is installed)
+    config.json                       the resolved config of the run
+
+Start: if WORKDIR has a checkpoint the run resumes from the latest one (same batches, same dropout
+masks: the per-step rng is ``fold_in(seed, step)``); otherwise parameters come from
+``config.init.model_dir`` (an ofa-jax model dir, e.g. a converted ModelScope checkpoint) or from a
+random init of ``config.model.preset``. SIGTERM (preemption) saves a checkpoint and exits with 0.
+
+Sharding: ``config.mesh`` = sizes of the ``data``/``fsdp``/``tensor`` axes (-1: the rest). Parameters
+and optimizer state are laid out by ``ofa_jax.partitioning``'s logical axis rules; the batch is split
+over data x fsdp. ``train_step`` is one ``jax.jit`` with in/out shardings and the state donated.
+
+Multi-host (TPU pod slice, several GPU hosts, or several CPU processes): run the same command on
+every host with the coordinator flags; each host reads its own shard of the training data
+(``shard_index = process_index``) and only process 0 logs and exports:
+
+    # on host i of N (GPU clusters / CPU); on Cloud TPU pods and SLURM ``--distributed`` alone suffices
+    python -m ofa_jax.train --config configs/ocr_base_fudanvi_scene.py --workdir gs://bucket/run \\
+        --distributed --coordinator_address=HOST0:1234 --num_processes=N --process_id=i
+
+The global batch ``config.batch_size`` is split evenly over processes; the workdir must be shared
+(a bucket or a network file system) so that Orbax can write one checkpoint from all hosts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ofa_jax import losses, partitioning
+from ofa_jax.checkpointing import Checkpointer, abstract_like
+from ofa_jax.config import OFAConfig, get_config
+from ofa_jax.model import OFA, init_params
+
+
+# ----------------------------------------------------------------------------- state
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    nonfinite: jax.Array  # how many steps were skipped for a non-finite loss or gradient
+
+
+def polynomial_decay_with_warmup(lr: float, total_steps: int, warmup_steps: int, end_lr: float = 1e-7,
+                                 power: float = 1.0):
+    """transformers' ``get_polynomial_decay_schedule_with_warmup`` (what ModelScope's OFA trainer uses):
+    linear warmup 0 -> lr, then ``(lr - end) * (1 - progress)**power + end``, then ``end``."""
+    if not lr > end_lr:
+        raise ValueError(f"end_lr ({end_lr}) must be smaller than lr ({lr})")
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = step / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        decay = (lr - end_lr) * (1 - jnp.clip(progress, 0.0, 1.0)) ** power + end_lr
+        return jnp.where(step < warmup_steps, lr * warm, jnp.where(step > total_steps, end_lr, decay))
+
+    return schedule
+
+
+def make_optimizer(cfg, total_steps: int):
+    o = cfg.optim
+    warmup = int(o.warmup_ratio * total_steps) if o.get("warmup_steps") is None else int(o.warmup_steps)
+    sched = polynomial_decay_with_warmup(o.lr, total_steps, warmup, o.end_lr, o.power)
+    parts = []
+    if o.clip_norm:
+        parts.append(optax.clip_by_global_norm(o.clip_norm))
+    # torch.optim.AdamW semantics: decoupled decay lr * wd * p on every parameter.
+    parts.append(optax.adamw(sched, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
+    return optax.chain(*parts), sched
+
+
+# ----------------------------------------------------------------------------- config helpers
+
+
+def model_config(cfg) -> OFAConfig:
+    """Architecture from the init model dir (if any) or the preset, plus ``model.overrides``."""
+    base = cfg.init.model_dir or cfg.model.preset
+    return get_config(base, **dict(cfg.model.get("overrides", {})))
+
+
+def compute_dtype(name: str):
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def resolve_total_steps(cfg, train_len: Optional[int]) -> int:
+    if cfg.total_steps:
+        return int(cfg.total_steps)
+    if not cfg.get("num_epochs") or train_len is None:
+        raise ValueError("set config.total_steps (or config.num_epochs with a sized training source)")
+    return int(math.ceil(cfg.num_epochs * train_len / cfg.batch_size))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class RenderedLines:
+    """``synth:`` spec: text lines rendered on the fly from a small character set (random access,
+    deterministic per (seed, split, index)). For from-scratch CPU runs and tests, where a full
+    6,763-character GB2312 corpus would need far more compute than a laptop has.
+
+    ``synth:chars=0123456789,min=1,max=4,n=20000,seed=0,fontmin=20,fontmax=32`` (all optional).
+    """
+
+    def __init__(self, spec: str, split: str):
+        kw = dict(chars="0123456789", min="1", max="4", n="10000", seed="0", fontmin="20", fontmax="32")
+        for part in filter(None, spec.split(",")):
+            k, _, v = part.partition("=")
+            if k not in kw:
+                raise ValueError(f"synth spec: unknown key {k!r} (known: {', '.join(kw)})")
+            kw[k] = v
+        from ofa_jax.data import render
+
+        fonts = render.find_cjk_fonts()
+        if not fonts:
+            raise RuntimeError("synth: no CJK font found (pip install paperang-p2-fonts-cjk)")
+        self.font = fonts[0]
+        self.chars, self.lo, self.hi = kw["chars"], int(kw["min"]), int(kw["max"])
+        self.n = int(kw["n"]) if split == "train" else max(1, int(kw["n"]) // 20)
+        self.seed = [int(kw["seed"]), {"train": 0, "val": 1, "validation": 1, "test": 2}.get(split, 3)]
+        self.options = render.RenderOptions(min_font_size=int(kw["fontmin"]), max_font_size=int(kw["fontmax"]))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        from ofa_jax.data import render
+
+        rng = np.random.default_rng(self.seed + [int(i)])
+        k = int(rng.integers(self.lo, self.hi + 1))
+        text = "".join(self.chars[j] for j in rng.integers(0, len(self.chars), k))
+        img = render.render_line(text, self.font, rng, self.options)
+        return {"id": f"synth-{i}", "image": render.encode_image(img, "PNG"), "text": text}
+
+
+def load_source(spec: str, split: str, data_dir: Optional[str] = None):
+    if spec.startswith("synth:"):
+        return RenderedLines(spec[len("synth:"):], split)
+    from ofa_jax.data.sources import load_eval_source
+
+    return load_eval_source(spec, split, data_dir)
+
+
+def global_batch(local: dict, mesh, keys=("image", "target", "prev_output_tokens", "target_mask")) -> dict:
+    """This process's rows -> global arrays split over (data, fsdp)."""
+    return {k: jax.make_array_from_process_local_data(partitioning.batch_sharding(mesh, local[k].ndim), local[k])
+            for k in keys}
+
+
+def replicated_batch(full: dict, mesh, keys) -> dict:
+    """The same full batch on every process -> global arrays split over (data, fsdp)."""
+    out = {}
+    for k in keys:
+        a = full[k]
+        out[k] = jax.make_array_from_callback(a.shape, partitioning.batch_sharding(mesh, a.ndim), lambda idx, a=a: a[idx])
+    return out
+
+
+def to_host(x) -> np.ndarray:
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class ShardedIterator:
+    """This process's part of every global batch: ``data.shards_per_process`` grain iterators over
+    disjoint shards of the source, concatenated. With k shards per process and N processes, shard
+    ``process_index * k + j`` of ``N * k``: one process with k=2 sees exactly the global batches of two
+    processes with k=1 (what the multi-process test compares against)."""
+
+    def __init__(self, source, cfg, tokenizer):
+        from ofa_jax.data.pipeline import PipelineConfig, make_iterator
+
+        k = int(cfg.data.get("shards_per_process", 1))
+        nproc, pid = jax.process_count(), jax.process_index()
+        if cfg.batch_size % (nproc * k):
+            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {nproc} processes x {k} shards")
+        self.iters = [make_iterator(source, PipelineConfig(
+            batch_size=cfg.batch_size // (nproc * k), image_size=cfg.data.image_size,
+            max_target_tokens=cfg.data.max_target_tokens, train=True, seed=cfg.seed, augment=cfg.data.augment,
+            num_workers=cfg.data.num_workers, shard_index=pid * k + j, shard_count=nproc * k), tokenizer)
+            for j in range(k)]
+
+    def __next__(self):
+        parts = [next(it) for it in self.iters]
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+    def get_state(self):
+        return {"shards": [it.get_state() for it in self.iters]}
+
+    def set_state(self, state):
+        if len(state["shards"]) != len(self.iters):
+            raise ValueError(f"checkpoint has {len(state['shards'])} data shards per process, config {len(self.iters)}")
+        for it, st in zip(self.iters, state["shards"]):
+            it.set_state(st)
+
+
+# ----------------------------------------------------------------------------- train step
+
+
+def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
+    """``step(state, batch, base_rng) -> (state, metrics)`` (pure; jit it with shardings)."""
+    accum = int(cfg.grad_accum_steps)
+    eps, use_rdrop, alpha = cfg.loss.label_smoothing, cfg.loss.rdrop, cfg.loss.rdrop_alpha
+    train_bn = cfg.model.train_bn
+
+    def micro_loss(params, batch_stats, mb, rng):
+        images = lut[mb["image"]]
+        tgt, prev, mask = mb["target"], mb["prev_output_tokens"], mb["target_mask"]
+        if use_rdrop:  # the two copies get different dropout masks (one forward over the doubled batch)
+            images, tgt, prev = (jnp.concatenate([a, a]) for a in (images, tgt, prev))
+            mask = jnp.concatenate([mask, mask])
+        src = jnp.broadcast_to(src_tokens, (images.shape[0], src_tokens.shape[-1]))
+        variables = {"params": params, "batch_stats": batch_stats}
+        if train_bn:
+            logits, upd = model.apply(variables, images, src, prev, train=True, rngs={"dropout": rng},
+                                      mutable=["batch_stats"])
+            new_bs = upd["batch_stats"]
+        else:
+            logits = model.apply(variables, images, src, prev, train=True, rngs={"dropout": rng})
+            new_bs = batch_stats
+        loss_sum, nll_sum, n = losses.label_smoothed_nll(logits, tgt, mask, eps)
+        kl = jnp.zeros((), jnp.float32)
+        if use_rdrop:
+            half = logits.shape[0] // 2
+            kl = losses.rdrop_kl(logits[:half], logits[half:], mask[:half])
+        return loss_sum, (nll_sum, n, kl, new_bs)
+
+    def objective(params, batch_stats, mb, rng, n_total):
+        """This micro-batch's share of the whole batch's loss (token mean uses the batch total)."""
+        loss_sum, (nll_sum, n, kl, bs) = micro_loss(params, batch_stats, mb, rng)
+        return loss_sum / n_total + alpha * kl, (nll_sum, bs)
+
+    val_grad = jax.value_and_grad(objective, has_aux=True)
+
+    def step(state: TrainState, batch, base_rng):
+        rng = jax.random.fold_in(base_rng, state.step)
+        b = batch["image"].shape[0]
+        if b % accum:
+            raise ValueError(f"batch {b} is not divisible by grad_accum_steps={accum}")
+        # ModelScope averages over the batch's non-pad tokens (both copies with R-Drop): known upfront,
+        # so every micro-batch contributes loss_sum / n_total and the accumulated gradient is exact.
+        n_total = jnp.maximum(jnp.sum(batch["target_mask"]).astype(jnp.float32) * (2 if use_rdrop else 1), 1.0)
+        mbs = jax.tree.map(lambda a: a.reshape((accum, b // accum) + a.shape[1:]), batch)
+
+        def one(carry, xs):
+            g_sum, loss, nll_sum, bs = carry
+            mb, i = xs
+            (obj, (nl, bs)), g = val_grad(state.params, bs, mb, jax.random.fold_in(rng, i), n_total)
+            return (jax.tree.map(jnp.add, g_sum, g), loss + obj, nll_sum + nl, bs), None
+
+        z = jnp.zeros((), jnp.float32)
+        carry = (jax.tree.map(jnp.zeros_like, state.params), z, z, state.batch_stats)
+        if accum == 1:
+            carry, _ = one(carry, (jax.tree.map(lambda a: a[0], mbs), 0))
+        else:
+            carry, _ = jax.lax.scan(one, carry, (mbs, jnp.arange(accum)))
+        grads, loss, nll_sum, new_bs = carry
+        gnorm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        # A non-finite step leaves the state as it was; cfg.nan_policy decides whether the run stops.
+        keep = lambda new, old: jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, old)
+        new_state = state.replace(
+            step=state.step + 1, params=keep(new_params, state.params), opt_state=keep(new_opt, state.opt_state),
+            batch_stats=keep(new_bs, state.batch_stats), nonfinite=state.nonfinite + (~finite).astype(jnp.int32))
+        metrics = {"loss": loss, "nll_loss": nll_sum / n_total, "ntokens": n_total, "grad_norm": gnorm,
+                   "finite": finite}
+        return new_state, metrics
+
+    return step
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class MetricWriter:
+    """Console + metrics.jsonl + TensorBoard (tensorboardX, if installed); process 0 only."""
+
+    def __init__(self, workdir: str, enabled: bool, tensorboard: bool = True):
+        self.enabled = enabled
+        self.tb = None
+        self.jsonl = None
+        if not enabled:
+            return
+        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                print("ofa-jax train: tensorboardX not installed; no TensorBoard events (pip install tensorboardX)",
+                      file=sys.stderr)
+            else:
+                self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def write(self, step: int, scalars: dict, prefix: str = ""):
+        if not self.enabled:
+            return
+        rec = {"step": int(step), **{f"{prefix}{k}": v for k, v in scalars.items()}}
+        self.jsonl.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in scalars.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(f"{prefix}{k}", v, int(step))
+            self.tb.flush()
+
+    def log(self, msg: str):
+        if self.enabled:
+            print(msg, flush=True)
+
+    def close(self):
+        if self.jsonl:
+            self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt_time(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def evaluate(generate, variables, source, cfg, tokenizer, mesh, src_tokens) -> dict:
+    """Decode the validation split (every process reads all of it) -> ACC/NED (+ examples)."""
+    from ofa_jax.data.metrics import LineMetrics
+    from ofa_jax.data.pipeline import PipelineConfig, make_iterator
+
+    e = cfg.eval
+    n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
+    bs = max(n_dev, -(-e.batch_size // n_dev) * n_dev)
+    if e.max_examples and len(source) > e.max_examples:
+        from ofa_jax.data.sources import ListSource
+        source = ListSource([source[i] for i in range(e.max_examples)])
+    it = make_iterator(source, PipelineConfig(batch_size=bs, image_size=cfg.data.image_size,
+                                              max_target_tokens=cfg.data.max_target_tokens, train=False),
+                       tokenizer)
+    metrics = LineMetrics(e.normalization)
+    examples = []
+    lut = np.asarray(_normalize_lut())
+    for batch in it:
+        images = lut[batch["image"]]
+        arrays = replicated_batch({"image": images, "src": np.broadcast_to(src_tokens, (bs, src_tokens.shape[-1]))},
+                                  mesh, ("image", "src"))
+        out = generate(variables, arrays["image"], arrays["src"])
+        tokens, lengths = to_host(out.tokens), to_host(out.lengths)
+        for i in np.flatnonzero(batch["valid"]):
+            pred = tokenizer.decode_ocr(tokens[i, 0, :int(lengths[i, 0])].tolist())
+            gt = str(batch["text"][i])
+            metrics.update_one(pred, gt)
+            if len(examples) < 3:
+                examples.append((gt, pred))
+    r = metrics.result()
+    return {"acc": r["acc"], "ned": r["ned"], "n": r["n"], "examples": examples}
+
+
+def _normalize_lut():
+    from ofa_jax.preprocess import NORMALIZE_LUT
+
+    return NORMALIZE_LUT
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+class _Preemption:
+    def __init__(self):
+        self.requested = False
+
+    def install(self):
+        try:
+            signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread (e.g. called from a test thread)
+            pass
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def synced(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        return bool(np.max(multihost_utils.process_allgather(np.array([self.requested], np.int32))))
+
+
+@dataclasses.dataclass
+class Setup:
+    mcfg: OFAConfig
+    model: OFA
+    mesh: Any
+    tx: Any
+    schedule: Any
+    state_shardings: Any
+    abstract_state: Any
+    total_steps: int
+
+
+def build(cfg, train_len: Optional[int]) -> Setup:
+    mcfg = model_config(cfg)
+    model = OFA(mcfg, dtype=compute_dtype(cfg.model.dtype), frozen_bn=not cfg.model.train_bn)
+    devices = jax.devices()
+    if cfg.mesh.get("num_devices"):
+        devices = devices[:int(cfg.mesh.num_devices)]
+    mesh = partitioning.make_mesh({k: int(v) for k, v in cfg.mesh.items() if k != "num_devices"}, devices)
+    total = resolve_total_steps(cfg, train_len)
+    tx, schedule = make_optimizer(cfg, total)
+    size = cfg.data.image_size
+    boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.PRNGKey(0), (size, size)))
+    var_shardings = nn.meta.unbox(partitioning.variable_shardings(boxed, mesh))
+    abstract_vars = nn.meta.unbox(boxed)
+    opt_abstract = jax.eval_shape(tx.init, abstract_vars["params"])
+    rep = NamedSharding(mesh, P())
+    opt_shardings = optax.tree_map_params(tx, lambda _, s: s, opt_abstract, var_shardings["params"],
+                                          transform_non_params=lambda _: rep)
+    state_shardings = TrainState(step=rep, params=var_shardings["params"],
+                                 batch_stats=var_shardings.get("batch_stats", {}), opt_state=opt_shardings,
+                                 nonfinite=rep)
+    abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_vars["params"],
+                          batch_stats=abstract_vars.get("batch_stats", {}), opt_state=opt_abstract,
+                          nonfinite=jax.ShapeDtypeStruct((), jnp.int32))
+    return Setup(mcfg, model, mesh, tx, schedule, state_shardings, abstract_like(abstract, state_shardings), total)
+
+
+def initial_state(cfg, s: Setup, log) -> TrainState:
+    """From a model dir (sharded placement of the loaded numpy arrays) or a random init under jit."""
+    size = cfg.data.image_size
+    if cfg.init.model_dir:
+        from ofa_jax.modeldir import load_model_dir
+
+        md = load_model_dir(cfg.init.model_dir)
+        log(f"init: parameters from model dir {cfg.init.model_dir}")
+        loaded = {"params": md.variables["params"], "batch_stats": md.variables.get("batch_stats", {})}
+        want = {"params": s.abstract_state.params, "batch_stats": s.abstract_state.batch_stats}
+        try:
+            jax.tree.map(lambda a, b: None, want, loaded)
+        except ValueError as e:
+            raise ValueError(f"{cfg.init.model_dir}: parameters do not match the model config ({e})") from None
+
+        def place(x, a):
+            x = np.asarray(x)
+            if x.shape != a.shape:
+                raise ValueError(f"{cfg.init.model_dir}: shape {x.shape} where the model has {a.shape}")
+            x = x.astype(a.dtype)
+            return jax.make_array_from_callback(a.shape, a.sharding, lambda idx: x[idx])
+
+        v = jax.tree.map(place, loaded, want)
+        params, batch_stats = v["params"], v["batch_stats"]
+    else:
+        log(f"init: random {cfg.model.preset} parameters (seed {cfg.seed})")
+
+        def init_vars(rng):
+            return nn.meta.unbox(init_params(s.mcfg, rng, (size, size)))
+
+        shard = {"params": s.state_shardings.params, "batch_stats": s.state_shardings.batch_stats}
+        v = jax.jit(init_vars, out_shardings=shard)(jax.random.PRNGKey(cfg.seed))
+        params, batch_stats = v["params"], v.get("batch_stats", {})
+    opt_state = jax.jit(s.tx.init, out_shardings=s.state_shardings.opt_state)(params)
+    rep = s.state_shardings.step
+    zero = lambda: jax.device_put(jnp.zeros((), jnp.int32), rep)  # distinct buffers: the state is donated
+    return TrainState(step=zero(), params=params, batch_stats=batch_stats, opt_state=opt_state, nonfinite=zero())
+
+
+def _ckpt(cfg, workdir) -> Checkpointer:
+    c = cfg.ckpt
+    return Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.keep, keep_best=c.keep_best,
+                        best_metric=c.best_metric, best_mode=c.best_mode, async_save=c.async_save)
+
+
+# ----------------------------------------------------------------------------- main loop
+
+
+def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) -> dict:
+    """Runs (or resumes) training; returns the last train and validation metrics."""
+    from ofa_jax.tokenizer import OFATokenizer
+
+    workdir = os.path.abspath(workdir)
+    lead = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    writer = MetricWriter(workdir, lead, cfg.log.tensorboard)
+    log = writer.log
+    if lead:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+    tokenizer = OFATokenizer.from_model_dir(cfg.init.model_dir) if cfg.init.model_dir else OFATokenizer.default()
+    src_tokens = np.asarray(tokenizer.encode_prompt(cfg.prompt), np.int32)[None]
+    if train_source is None:
+        train_source = load_source(cfg.data.train, cfg.data.train_split, cfg.data.get("data_dir"))
+    if val_source is None and cfg.data.val:
+        val_source = load_source(cfg.data.val, cfg.data.val_split, cfg.data.get("data_dir"))
+
+    s = build(cfg, len(train_source))
+    n_batch_dev = s.mesh.shape["data"] * s.mesh.shape["fsdp"]
+    if (cfg.batch_size // cfg.grad_accum_steps) % n_batch_dev:
+        raise ValueError(f"micro-batch {cfg.batch_size // cfg.grad_accum_steps} is not divisible by "
+                         f"data x fsdp = {n_batch_dev}")
+    train_iter = ShardedIterator(train_source, cfg, tokenizer)
+    ckpt = _ckpt(cfg, workdir)
+    start = ckpt.latest_step()
+    if start is not None:
+        log(f"resume: step {start} from {ckpt.directory}")
+        state, data_state = ckpt.restore(start, s.abstract_state)
+        train_iter.set_state(data_state)
+    else:
+        state = initial_state(cfg, s, log)
+        start = 0
+
+    lut = jnp.asarray(_normalize_lut())
+    step_fn = make_train_step(s.model, s.tx, cfg, src_tokens, lut)
+    batch_keys = ("image", "target", "prev_output_tokens", "target_mask")
+    rep = NamedSharding(s.mesh, P())
+    b_shard = {k: partitioning.batch_sharding(s.mesh, 4 if k == "image" else 2) for k in batch_keys}
+    train_step = jax.jit(step_fn, in_shardings=(s.state_shardings, b_shard, rep),
+                         out_shardings=(s.state_shardings, rep), donate_argnums=(0,))
+    base_rng = jax.device_put(jax.random.PRNGKey(cfg.seed + 1), rep)
+
+    generate = None
+    if val_source is not None:
+        from ofa_jax.decoding import GenerationConfig, make_generate_fn
+
+        gen = GenerationConfig(beam_size=cfg.eval.beam_size, max_len_b=cfg.eval.max_len)
+        generate = make_generate_fn(s.model.clone(dtype=compute_dtype(cfg.model.dtype), frozen_bn=True), gen,
+                                    pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id, bos_id=tokenizer.bos_id,
+                                    unk_id=tokenizer.unk_id)
+
+    pre = _Preemption()
+    pre.install()
+    kill_at = cfg.get("debug", {}).get("sigkill_at_step", 0)
+    log(f"train: {s.total_steps} steps, global batch {cfg.batch_size} (x{cfg.grad_accum_steps} accumulation), "
+        f"mesh {dict(s.mesh.shape)}, {jax.process_count()} process(es), image {cfg.data.image_size}")
+    last_train, last_val = {}, {}
+    pending = []  # device metrics since the last log
+    t_log, n_log = time.perf_counter(), 0
+    t_start = time.perf_counter()
+    step = start
+    stopped = None
+    while step < s.total_steps:
+        batch = next(train_iter)
+        arrays = global_batch({k: batch[k] for k in batch_keys}, s.mesh, batch_keys)
+        state, m = train_step(state, arrays, base_rng)
+        step += 1
+        pending.append(m)
+        n_log += 1
+        is_last = step == s.total_steps
+        if step % cfg.log.every == 0 or is_last:
+            host = jax.device_get(pending)
+            pending = []
+            dt = time.perf_counter() - t_log
+            bad = [h for h in host if not bool(h["finite"])]
+            if bad and cfg.nan_policy == "stop":
+                stopped = f"non-finite loss/gradient within steps {step - len(host) + 1}..{step} (update skipped); stopping"
+                log(f"error: {stopped}. Set --config.nan_policy=skip to skip such steps instead.")
+                break
+            finite = [h for h in host if bool(h["finite"])] or host
+            loss = float(np.mean([h["loss"] for h in finite]))
+            lr = float(s.schedule(step - 1))
+            ips = n_log * cfg.batch_size / dt
+            eta = (s.total_steps - step) * dt / n_log
+            last_train = {"loss": loss, "nll_loss": float(np.mean([h["nll_loss"] for h in finite])),
+                          "grad_norm": float(np.mean([h["grad_norm"] for h in finite])), "lr": lr,
+                          "images_per_s": ips, "skipped_nonfinite": int(jax.device_get(state.nonfinite))}
+            writer.write(step, last_train, "train/")
+            log(f"step {step}/{s.total_steps} loss {loss:.4f} lr {lr:.3g} {ips:.1f} img/s "
+                f"elapsed {_fmt_time(time.perf_counter() - t_start)} eta {_fmt_time(eta)}")
+            t_log, n_log = time.perf_counter(), 0
+        if step == kill_at:  # tests: die like kill -9 between checkpoints
+            ckpt.wait()
+            os.kill(os.getpid(), signal.SIGKILL)
+        val_metrics = None
+        if generate is not None and (step % cfg.eval.every == 0 or is_last):
+            t0 = time.perf_counter()
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            r = evaluate(generate, variables, val_source, cfg, tokenizer, s.mesh, src_tokens)
+            val_metrics = {"acc": r["acc"], "ned": r["ned"], "n": r["n"]}
+            last_val = val_metrics
+            writer.write(step, val_metrics, "val/")
+            log(f"val step {step}: ACC {r['acc']:.4f} NED {r['ned']:.4f} (n={r['n']}, {cfg.eval.normalization} "
+                f"normalisation, {time.perf_counter() - t0:.1f}s); e.g. " +
+                "; ".join(f"{g!r} -> {p!r}" for g, p in r["examples"]))
+        preempted = pre.synced()
+        if step % cfg.ckpt.every == 0 or is_last or preempted or val_metrics is not None:
+            ckpt.save(step, state, train_iter.get_state(), metrics=val_metrics)
+        if preempted:
+            log(f"SIGTERM: saved step {step}; exiting")
+            stopped = "preempted"
+            break
+    ckpt.close()
+    writer.close()
+    if stopped and stopped != "preempted":
+        raise FloatingPointError(stopped)
+    return {"train": last_train, "val": last_val, "step": step, "stopped": stopped}
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export(cfg, workdir: str, out: str, which: str = "best") -> int:
+    """Best (by validation metric; falls back to last) or last checkpoint -> an ofa-jax model dir."""
+    from ofa_jax.modeldir import load_model_dir, save_model_dir
+
+    ckpt = _ckpt(cfg, workdir)
+    step = ckpt.best_step() if which == "best" else None
+    if step is None:
+        step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
+    s = build(cfg, None if cfg.total_steps else 1)
+    state, _ = ckpt.restore(step, s.abstract_state, data=False)
+    ckpt.close()
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    from ofa_jax.data.pipeline import VOCAB_PATH
+
+    extras, generation, vocab = {}, {}, str(VOCAB_PATH)
+    if cfg.init.model_dir:  # keep what the init model dir had (unused image-code weights, generation defaults)
+        md = load_model_dir(cfg.init.model_dir)
+        extras, generation, vocab = md.extras, dict(md.generation), md.vocab_path
+    generation.update(patch_image_size=int(cfg.data.image_size), prompt=cfg.prompt,
+                      beam_size=int(cfg.eval.beam_size), max_len_b=int(cfg.eval.max_len))
+    if jax.process_index() == 0:
+        save_model_dir(out, s.mcfg, variables, vocab, generation=generation, extras=extras,
+                       metadata={"source": "ofa_jax.train", "step": int(step), "which": which})
+    return step
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv=None):
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    flags_ = flags.FLAGS
+    config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", lock_config=True)
+    flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, TensorBoard)")
+    flags.DEFINE_string("export", None, "export a checkpoint of --workdir to this model dir and exit")
+    flags.DEFINE_enum("export_which", "best", ["best", "last"], "which checkpoint --export writes")
+    flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host)")
+    flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT of process 0")
+    flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
+    flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def run(_):
+        from absl import logging as absl_logging
+
+        if not flags_["verbosity"].present:  # Orbax logs every save at INFO
+            absl_logging.set_verbosity(absl_logging.WARNING)
+        if flags_.distributed or flags_.coordinator_address:
+            jax.distributed.initialize(coordinator_address=flags_.coordinator_address,
+                                       num_processes=flags_.num_processes, process_id=flags_.process_id)
+        cfg = flags_.config
+        if flags_.export:
+            step = export(cfg, flags_.workdir, flags_.export, flags_.export_which)
+            print(f"exported step {step} ({flags_.export_which}) to {flags_.export}")
+            return 0
+        try:
+            out = train_and_evaluate(cfg, flags_.workdir)
+        except FloatingPointError:
+            return 3
+        if jax.process_index() == 0:
+            print(json.dumps({"final": {"step": out["step"], **{f"train/{k}": v for k, v in out["train"].items()},
+                                        **{f"val/{k}": v for k, v in out["val"].items()}}}))
+        return 0
+
+    app.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The same 5 training steps on 1 device, on data=8 and on data=2 x fsdp=2 x tensor=2 (fake CPU devices)."""
+import jax
+import numpy as np
+import pytest
+
+from helpers import tiny_config, train_losses
+from ofa_jax import train
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("single")
+    train.train_and_evaluate(tiny_config(), str(wd))
+    return train_losses(wd)
+
+
+@pytest.mark.parametrize("mesh", [{"data": 8}, {"data": 2, "fsdp": 2, "tensor": 2}], ids=["data8", "d2f2t2"])
+def test_mesh_losses_match_single_device(tmp_path, single, mesh):
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 (fake) devices")
+    cfg = tiny_config(**{"mesh.num_devices": 8, **{f"mesh.{k}": v for k, v in mesh.items()}})
+    train.train_and_evaluate(cfg, str(tmp_path))
+    losses = train_losses(tmp_path)
+    assert len(losses) == len(single) == 5
+    np.testing.assert_allclose(losses, single, atol=1e-5, rtol=0)
+    assert losses[-1] < losses[0]
+
+
+def test_grad_accumulation_matches_full_batch(tmp_path):
+    """Without dropout (micro-batches draw their own masks), 2 micro-batches of 4 == one batch of 8."""
+    runs = []
+    for accum in (1, 2):
+        wd = tmp_path / f"accum{accum}"
+        train.train_and_evaluate(tiny_config(grad_accum_steps=accum, total_steps=2, **{"model.overrides": {"dropout": 0.0}}),
+                                 str(wd))
+        runs.append(train_losses(wd))
+    np.testing.assert_allclose(runs[1], runs[0], atol=1e-5, rtol=0)
