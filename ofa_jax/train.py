@@ -643,9 +643,8 @@ def export(cfg, workdir: str, out: str, which: str = "best") -> int:
     state, _ = ckpt.restore(step, s.abstract_state, data=False)
     ckpt.close()
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    from ofa_jax.data.pipeline import VOCAB_PATH
-
-    extras, generation, vocab = {}, {}, str(VOCAB_PATH)
+    vocab = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "vocab_zh.txt")
+    extras, generation = {}, {}
     if cfg.init.model_dir:  # keep what the init model dir had (unused image-code weights, generation defaults)
         md = load_model_dir(cfg.init.model_dir)
         extras, generation, vocab = md.extras, dict(md.generation), md.vocab_path
