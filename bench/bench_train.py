@@ -1,0 +1,179 @@
+"""Train step: ofa-jax vs the ModelScope PyTorch reference (same loss, AdamW, clipping), in the same run.
+
+    python bench/bench_train.py --reference-python .venv-reference/bin/python [--presets tiny base] [--repeats 3]
+
+Batch 8, 480x480 images, 12-token prompt, 32 target tokens, fp32, random weights, BatchNorm frozen on
+both sides (running statistics; OFA's fine-tuning default), dropout 0.1. One step = forward, label-smoothed
+CE (eps 0.1) over non-pad tokens, backward, global-norm clip 1.0, AdamW (lr 5e-5, wd 0.01). Each
+(implementation, preset) runs in its own process so its peak RSS is its own; the median of
+``--repeats`` timed steps after one warm-up step is reported (JAX compile time separately).
+Achieved GFLOP/s counts 3x the analytic forward FLOPs of bench/flops.py (forward + backward).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+BATCH, IMAGE, SRC_LEN, TGT_LEN = 8, 480, 12, 32
+
+
+def _peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def _inputs():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (BATCH, IMAGE, IMAGE, 3)).astype(np.uint8)
+    src = rng.integers(4, 21000, (BATCH, SRC_LEN)).astype(np.int32)
+    src[:, 0], src[:, -1] = 0, 2
+    target = rng.integers(4, 21000, (BATCH, TGT_LEN)).astype(np.int32)
+    target[:, -1] = 2
+    prev = np.concatenate([np.zeros((BATCH, 1), np.int32), target[:, :-1]], axis=1)
+    return images, src, target, prev
+
+
+def worker_jax(preset, repeats):
+    import jax
+    import jax.numpy as jnp
+    sys.path.insert(0, os.path.join(ROOT, "configs"))
+    from common import base
+    from ofa_jax import train
+    from ofa_jax.preprocess import NORMALIZE_LUT
+
+    cfg = base()
+    cfg.model.preset = preset
+    cfg.data.image_size = IMAGE
+    cfg.total_steps = 1000
+    cfg.batch_size = BATCH
+    cfg.mesh.num_devices = 1
+    s = train.build(cfg, None)
+    state = train.initial_state(cfg, s, lambda m: None)
+    images, src, target, prev = _inputs()
+    step = jax.jit(train.make_train_step(s.model, s.tx, cfg, src[:1], jnp.asarray(NORMALIZE_LUT)),
+                   donate_argnums=(0,))
+    batch = {"image": jnp.asarray(images), "target": jnp.asarray(target), "prev_output_tokens": jnp.asarray(prev),
+             "target_mask": jnp.asarray(target != 1)}
+    rng = jax.random.PRNGKey(1)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - t0
+    state, m = compiled(state, batch, rng)
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, m = compiled(state, batch, rng)
+        jax.block_until_ready((state, m))
+        times.append(time.perf_counter() - t0)
+    return dict(impl="ofa-jax", median_s=statistics.median(times), times=times, compile_s=compile_s,
+                loss=float(m["loss"]), peak_rss_gb=_peak_rss_gb(), jax=jax.__version__)
+
+
+def worker_torch(preset, repeats):
+    import numpy as np
+    import torch
+    from modelscope.models.multi_modal.ofa import OFAModel
+    from modelscope.models.multi_modal.ofa.configuration_ofa import OFAConfig as MSConfig
+    from modelscope.trainers.multi_modal.ofa.ofa_trainer_utils import AdjustLabelSmoothedCrossEntropyCriterion
+    from ofa_jax.config import PRESETS
+
+    class Args(dict):
+        class tokenizer:  # noqa: N801
+            pad_token_id = 1
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = OFAModel(MSConfig(**PRESETS[preset].to_modelscope()))
+    model.train()
+    for m in model.modules():  # frozen BatchNorm, as ofa-jax's default
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    crit = AdjustLabelSmoothedCrossEntropyCriterion(Args(label_smoothing=0.1))
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    images, src, target, prev = _inputs()
+    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2).contiguous()
+    kw = dict(input_ids=torch.from_numpy(src).long(), patch_images=x, patch_masks=torch.ones(BATCH, dtype=torch.bool),
+              decoder_input_ids=torch.from_numpy(prev).long(), return_dict=True)
+    tgt = torch.from_numpy(target).long()
+
+    def one():
+        logits = model(**kw).logits
+        loss, _, _ = crit.compute_loss(logits, {"target": tgt}, update_num=0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    one()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        loss = one()
+        times.append(time.perf_counter() - t0)
+    return dict(impl="reference", median_s=statistics.median(times), times=times, compile_s=0.0, loss=loss,
+                peak_rss_gb=_peak_rss_gb(), torch=torch.__version__)
+
+
+def run_child(python, impl, preset, repeats):
+    cmd = [python, os.path.abspath(__file__), "--worker", impl, "--preset", preset, "--repeats", str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{impl} {preset} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reference-python", help="python of the reference env (omit to time ofa-jax only)")
+    ap.add_argument("--presets", nargs="+", default=["tiny", "base"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--preset", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        fn = worker_jax if args.worker == "jax" else worker_torch
+        print(json.dumps(fn(args.preset, args.repeats)))
+        return
+
+    from bench.flops import forward_flops
+    from ofa_jax.config import PRESETS
+    rows = []
+    for preset in args.presets:
+        gflop = 3 * BATCH * forward_flops(PRESETS[preset], IMAGE, SRC_LEN, TGT_LEN)["total"] / 1e9
+        res = {"preset": preset, "train_gflop_per_step": gflop}
+        res["jax"] = run_child(sys.executable, "jax", preset, args.repeats)
+        if args.reference_python:
+            res["ref"] = run_child(args.reference_python, "torch", preset, args.repeats)
+        rows.append(res)
+        print(json.dumps(res), file=sys.stderr, flush=True)
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
+          f"{time.strftime('%Y-%m-%d')}; train step batch {BATCH}, {IMAGE}x{IMAGE}, {TGT_LEN} target tokens, fp32\n")
+    print("| preset | ofa-jax s | ref s | time ratio | ofa-jax GFLOP/s | ref GFLOP/s | compile s | "
+          "ofa-jax peak GB | ref peak GB | mem ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        j, ref = r["jax"], r.get("ref")
+        g = r["train_gflop_per_step"]
+        rs = f"{ref['median_s']:.2f}" if ref else "-"
+        ratio = f"{j['median_s'] / ref['median_s']:.2f}x" if ref else "-"
+        rg = f"{g / ref['median_s']:.1f}" if ref else "-"
+        rm = f"{ref['peak_rss_gb']:.2f}" if ref else "-"
+        mr = f"{j['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x" if ref else "-"
+        print(f"| {r['preset']} | {j['median_s']:.2f} | {rs} | {ratio} | {g / j['median_s']:.1f} | {rg} | "
+              f"{j['compile_s']:.1f} | {j['peak_rss_gb']:.2f} | {rm} | {mr} |")
+    print("\n" + json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Two processes (jax.distributed on localhost, CPU collectives) give the single-process losses.
+
+Dropout is off here: with dropout 0.1 the two-process losses differ from one process by ~3e-2 at
+step 1 (dropout masks are not yet invariant to the process split; open, see the train issue).
+"""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import CONFIG, ROOT, TINY_CLI, cli_args, tiny_config, train_losses
+from ofa_jax import train
+
+pytestmark = pytest.mark.slow  # two fresh processes compile the step: ~1-2 min on 2 cores
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+    wd = tmp_path / "mp"
+    port = _free_port()
+    overrides = {**TINY_CLI, "total_steps": 5, "mesh.num_devices": 0, "model.overrides": "{\"dropout\": 0.0}"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "ofa_jax.train", "--config", CONFIG, "--workdir", str(wd), *cli_args(overrides),
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    multi = train_losses(wd)
+
+    # one process, two devices, the data split into the same two shards
+    ref = tmp_path / "single"
+    train.train_and_evaluate(tiny_config(**{"mesh.num_devices": 2, "data.shards_per_process": 2, "model.overrides": {"dropout": 0.0}}), str(ref))
+    single = train_losses(ref)
+    assert len(multi) == len(single) == 5
+    np.testing.assert_allclose(multi, single, atol=1e-5, rtol=0)
+    assert os.path.isdir(wd / "checkpoints" / "5")
