@@ -138,9 +138,14 @@ def beam_search(model: OFA, variables, images, src_tokens, gen: GenerationConfig
         cum = lprobs + prev[..., None]
         # step 0: all beams are identical; only beam 0 competes
         cum = jnp.where(step == 0, jnp.where(jnp.arange(K)[None, :, None] == 0, lprobs, NEG_INF), cum)
-        n_cand = min(two_k, K * V - 1) if K > 1 else min(two_k, V - 1)
-        cand_scores, idx = jax.lax.top_k(cum.reshape(B, K * V), n_cand)
-        cand_beams, cand_tokens = idx // V, idx % V
+        n_cand = min(two_k, V - 1)
+        # Top 2K of the (K*V) flattened scores, in two stages: per beam, then among the K*2K
+        # survivors. Same set and order as one top_k (ties: lower beam, then lower token first), but
+        # inside a while_loop XLA:CPU lowers one big top_k to a full sort (~25 ms per step for base).
+        beam_vals, beam_toks = jax.lax.top_k(cum, n_cand)  # (B,K,n)
+        cand_scores, pick = jax.lax.top_k(beam_vals.reshape(B, K * n_cand), n_cand)
+        cand_beams = pick // n_cand
+        cand_tokens = jnp.take_along_axis(beam_toks.reshape(B, K * n_cand), pick, axis=1)
         if n_cand < two_k:  # only for tiny vocabularies
             pad_n = two_k - n_cand
             cand_scores = jnp.pad(cand_scores, ((0, 0), (0, pad_n)), constant_values=NEG_INF)

@@ -118,6 +118,22 @@ class OFAAttention(nn.Module):
         """(B,S,d) -> k, v of shape (B,S,H,D)."""
         return self._split(self.k_proj(x)), self._split(self.v_proj(x))
 
+    def attend_heads_first(self, x, kt, vt, bias):
+        """Decode-step cross-attention against K (B,H,D,N) and V (B,H,N,D) laid out once per image.
+
+        ``bias`` (B,H,K|1,N) already holds the padding mask as a large negative number: on XLA:CPU a
+        separate ``where(mask, ...)`` next to the bias add was fused into a kernel ~6x slower than
+        the whole attention.
+        """
+        q = self._split(self.q_proj(x) * self.scaling)  # (B,K,H,D)
+        logits = jnp.einsum("bkhd,bhdn->bhkn", q, kt, preferred_element_type=jnp.promote_types(q.dtype, jnp.float32))
+        logits = logits + bias  # padding mask folded in (see Decoder.init_cache)
+        probs = jax.nn.softmax(logits, axis=-1).astype(vt.dtype)
+        out = jnp.einsum("bhkn,bhnd->bkhd", probs, vt)
+        if self.config.scale_heads:
+            out = out * self.c_attn[:, None].astype(out.dtype)
+        return self.out_proj(out.reshape(out.shape[:-2] + (-1,)))
+
     def __call__(self, x, k, v, bias, mask, deterministic=True):
         q = self._split(self.q_proj(x) * self.scaling)
         out = attention(q, k, v, bias, mask, self.attn_dropout, deterministic)
@@ -224,6 +240,8 @@ class DecoderLayer(nn.Module):
             return self.self_attn(hq, k, v, self_bias, self_mask, det).reshape(b, kk, d)
 
         def cross_fn(h):
+            if step_reshape is not None:  # cache layout: K (B,H,D,N), V (B,H,N,D); mask in the bias
+                return self.cross_attn.attend_heads_first(h, cross_kv[0], cross_kv[1], cross_bias)
             return self.cross_attn(h, cross_kv[0], cross_kv[1], cross_bias, cross_mask, det)
 
         x = self._block(x, self.self_attn_layer_norm, self.self_attn_mid_layer_norm if normformer else None,
@@ -257,27 +275,28 @@ class EncoderOutput:
 class DecodeCache:
     """Decoder state for incremental decoding of K hypotheses per image.
 
-    Arrays with a leading layer axis L. ``self_k/self_v``: (L, B, K, T, H, D), appended at
-    ``index``; ``cross_k/cross_v``: (L, B, N, H, D), projected once. Biases have no batch axis.
-    Reordering hypotheses (beam search) gathers along axis 2 of self_k/self_v only.
+    Per-layer tuples (not arrays stacked on a layer axis: slicing a layer out of a stacked cache
+    copies it, which cost more than the attention itself on CPU). ``self_k/self_v[l]``:
+    (B, K, T, H, D), appended at ``index``; ``cross_k[l]``: (B, H, D, N) and ``cross_v[l]``:
+    (B, H, N, D), projected and laid out once per image. Reordering hypotheses (beam search)
+    gathers along axis 1 of the self-attention entries only.
     """
     index: Array         # () int32: position of the next token
-    self_k: Array
-    self_v: Array
-    cross_k: Array
-    cross_v: Array
-    enc_mask: Array      # (B, N) True = valid encoder position
-    self_bias: Array     # (L, H, T, T) absolute + relative self-attention bias per layer
-    cross_bias: Array    # (H, T, N)
+    self_k: tuple
+    self_v: tuple
+    cross_k: tuple
+    cross_v: tuple
+    self_bias: tuple     # (H, T, T) absolute + relative self-attention bias, per layer
+    cross_bias: Array    # (B, H, T, N) with the encoder padding mask folded in
 
     @property
     def max_len(self):
-        return self.self_k.shape[3]
+        return self.self_k[0].shape[2]
 
     def reorder(self, beam_idx):
         """beam_idx: (B, K) int -- hypothesis k of image b continues from beam_idx[b, k]."""
-        take = lambda a: jnp.take_along_axis(a, beam_idx[None, :, :, None, None, None], axis=2)
-        return self.replace(self_k=take(self.self_k), self_v=take(self.self_v))
+        take = lambda a: jnp.take_along_axis(a, beam_idx[:, :, None, None, None], axis=1)
+        return self.replace(self_k=tuple(map(take, self.self_k)), self_v=tuple(map(take, self.self_v)))
 
 
 class Encoder(nn.Module):
@@ -449,23 +468,26 @@ class Decoder(nn.Module):
         h = c.decoder_attention_heads
         hd = c.d_model // h
         self_bias, cross_bias = self._biases(enc.pos_embed, max_len)
+        self_bias = [self_bias[i] for i in range(c.decoder_layers)]
         cks, cvs = zip(*[layer.cross_kv(enc.hidden) for layer in self.layers])
-        zeros = jnp.zeros((c.decoder_layers, b, num_hyps, max_len, h, hd), self.dtype)
-        return DecodeCache(index=jnp.zeros((), jnp.int32), self_k=zeros, self_v=zeros,
-                           cross_k=jnp.stack(cks), cross_v=jnp.stack(cvs), enc_mask=~enc.padding_mask,
-                           self_bias=self_bias, cross_bias=cross_bias)
+        cks = [jnp.transpose(k, (0, 2, 3, 1)) for k in cks]  # (B,N,H,D) -> (B,H,D,N), once per image
+        cvs = [jnp.transpose(v, (0, 2, 1, 3)) for v in cvs]  # (B,N,H,D) -> (B,H,N,D)
+        zeros = tuple(jnp.zeros((b, num_hyps, max_len, h, hd), self.dtype) for _ in range(c.decoder_layers))
+        # (B,H,T,N): the encoder padding mask folded into the bias once, as an additive -big
+        cross_bias = jnp.where(enc.padding_mask[:, None, None, :], jnp.finfo(cross_bias.dtype).min, cross_bias[None])
+        return DecodeCache(index=jnp.zeros((), jnp.int32), self_k=zeros, self_v=zeros, cross_k=tuple(cks),
+                           cross_v=tuple(cvs), self_bias=tuple(self_bias), cross_bias=cross_bias)
 
     def step(self, tokens, cache: DecodeCache):
         """tokens (B,K) at position cache.index -> logits (B,K,V) float32, updated cache."""
         b, kk = tokens.shape
         idx, t_max = cache.index, cache.max_len
         x = self._embed_tokens(tokens, True)
-        self_mask = (jnp.arange(t_max) <= idx)[None, None, None, :]
-        cross_mask = cache.enc_mask[:, None, None, :]
-        cross_bias = jax.lax.dynamic_slice_in_dim(cache.cross_bias, idx, 1, axis=1)  # (H,1,N)
+        causal = jnp.where(jnp.arange(t_max) <= idx, 0.0, jnp.finfo(jnp.float32).min)  # additive, see above
+        cross_bias = jax.lax.dynamic_slice_in_dim(cache.cross_bias, idx, 1, axis=2)  # (B,H,1,N), mask folded in
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            self_bias = jax.lax.dynamic_slice_in_dim(cache.self_bias[i], idx, 1, axis=1)  # (H,1,T)
+            self_bias = jax.lax.dynamic_slice_in_dim(cache.self_bias[i], idx, 1, axis=1) + causal  # (H,1,T)
             layer_k, layer_v = cache.self_k[i], cache.self_v[i]
             written = {}
 
@@ -477,11 +499,11 @@ class Decoder(nn.Module):
                 written["k"], written["v"] = ks.reshape(layer_k.shape), vs.reshape(layer_v.shape)
                 return ks, vs
 
-            x = layer(x, self_kv, (cache.cross_k[i], cache.cross_v[i]), self_bias, cross_bias, self_mask,
-                      cross_mask, True, step_reshape=True)
+            x = layer(x, self_kv, (cache.cross_k[i], cache.cross_v[i]), self_bias, cross_bias, None, None, True,
+                      step_reshape=True)
             new_k.append(written["k"])
             new_v.append(written["v"])
-        cache = cache.replace(index=idx + 1, self_k=jnp.stack(new_k), self_v=jnp.stack(new_v))
+        cache = cache.replace(index=idx + 1, self_k=tuple(new_k), self_v=tuple(new_v))
         return self._logits(x), cache
 
 

@@ -64,9 +64,10 @@ def test_cache_reorder(variables):
     tok = jnp.asarray([[11, 12], [13, 14]])
     _, cache = model.apply(variables, tok, cache, method=OFA.decode_step)
     swapped = cache.reorder(jnp.asarray([[1, 1], [1, 0]]))
-    np.testing.assert_array_equal(swapped.self_k[:, 0, 0], cache.self_k[:, 0, 1])
-    np.testing.assert_array_equal(swapped.self_k[:, 1, 1], cache.self_k[:, 1, 0])
-    np.testing.assert_array_equal(swapped.cross_k, cache.cross_k)
+    for layer in range(CFG.decoder_layers):
+        np.testing.assert_array_equal(swapped.self_k[layer][0, 0], cache.self_k[layer][0, 1])
+        np.testing.assert_array_equal(swapped.self_v[layer][1, 1], cache.self_v[layer][1, 0])
+        np.testing.assert_array_equal(swapped.cross_k[layer], cache.cross_k[layer])
 
 
 def test_padding_does_not_change_valid_outputs(variables):
