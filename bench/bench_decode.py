@@ -41,14 +41,14 @@ def _images(batch):
 
 def worker_jax(preset, batch, beam, repeats):
     import jax
-    import flax.linen as nn
+    from bench.bench_forward import random_variables
     from ofa_jax.config import PRESETS
     from ofa_jax.decoding import GenerationConfig, make_generate_fn
-    from ofa_jax.model import OFA, init_params
+    from ofa_jax.model import OFA
     from ofa_jax.tokenizer import OFATokenizer
 
     cfg = PRESETS[preset]
-    variables = nn.meta.unbox(init_params(cfg))
+    variables = random_variables(cfg)
     gen = GenerationConfig(beam_size=beam, max_len_b=TOKENS, min_len=TOKENS)
     fn = make_generate_fn(OFA(cfg), gen)
     import numpy as np
@@ -123,6 +123,7 @@ def main():
     ap.add_argument("--preset", default="base")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--throughput-batch", type=int, default=16)
+    ap.add_argument("--quick", action="store_true", help="only the batch-1 comparison with the reference")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -141,6 +142,12 @@ def main():
         res["ref_b1_beam5"] = child(args.reference_python, "torch", args.preset, 1, 5, args.repeats)
         print(json.dumps(res), file=sys.stderr, flush=True)
     b = args.throughput_batch
+    if args.quick:
+        j, r = res["jax_b1_beam5"], res.get("ref_b1_beam5")
+        print(f"{args.preset} beam 5, {TOKENS} tokens, batch 1: ofa-jax {j['median_s']:.2f} s"
+              + (f", reference {r['median_s']:.2f} s, ratio {j['median_s'] / r['median_s']:.3f}x" if r else ""))
+        print(json.dumps(res))
+        return
     res[f"jax_b{b}_beam5"] = child(sys.executable, "jax", args.preset, b, 5, 2)
     res[f"jax_b{b}_greedy"] = child(sys.executable, "jax", args.preset, b, 1, 2)
     print(json.dumps(res), file=sys.stderr, flush=True)

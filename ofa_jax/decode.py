@@ -50,9 +50,11 @@ def main(argv=None) -> int:
     from ofa_jax.recognizer import BUNDLED_MODEL, Recognizer
 
     if args.model is None:
-        print(f"ofa-jax: no --model given; using the bundled model {os.path.basename(BUNDLED_MODEL)} "
-              "(small, trained on synthetic printed lines; convert a released checkpoint for real use)",
-              file=sys.stderr)
+        if not os.path.isdir(BUNDLED_MODEL):
+            print("error: no --model given and this version bundles no model; convert a checkpoint with "
+                  "`python -m tools.convert_weights SRC DST` and pass --model DST", file=sys.stderr)
+            return 2
+        print(f"ofa-jax: no --model given; using the bundled model {os.path.basename(BUNDLED_MODEL)}", file=sys.stderr)
     try:
         rec = Recognizer.from_pretrained(args.model, beam_size=1 if args.greedy else args.beam, max_len=args.max_len,
                                          min_len=args.min_len, batch_size=args.batch_size, dtype=args.dtype)
