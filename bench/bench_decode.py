@@ -16,22 +16,19 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from bench.common import peak_rss_gb, run_worker  # noqa: E402
 T0 = time.perf_counter()
 TOKENS = 32
 
-
-def _rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
 def _images(batch):
@@ -65,7 +62,7 @@ def worker_jax(preset, batch, beam, repeats):
         jax.block_until_ready(compiled(variables, images, src))
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    return dict(median_s=med, times=times, images_per_s=batch / med, compile_s=compile_s, peak_rss_gb=_rss_gb())
+    return dict(median_s=med, times=times, images_per_s=batch / med, compile_s=compile_s, peak_rss_gb=peak_rss_gb())
 
 
 def worker_torch(preset, batch, beam, repeats):
@@ -96,7 +93,7 @@ def worker_torch(preset, batch, beam, repeats):
             gen.generate([model], sample)
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    return dict(median_s=med, times=times, images_per_s=batch / med, compile_s=0.0, peak_rss_gb=_rss_gb())
+    return dict(median_s=med, times=times, images_per_s=batch / med, compile_s=0.0, peak_rss_gb=peak_rss_gb())
 
 
 def worker_startup(model_dir, cache_dir):
@@ -106,15 +103,11 @@ def worker_startup(model_dir, cache_dir):
     from ofa_jax.recognizer import Recognizer
     rec = Recognizer.from_pretrained(model_dir, batch_size=1)
     rec(np.full((48, 320, 3), 200, np.uint8))
-    return dict(startup_s=time.perf_counter() - T0, peak_rss_gb=_rss_gb())
+    return dict(startup_s=time.perf_counter() - T0, peak_rss_gb=peak_rss_gb())
 
 
 def child(python, *args):
-    out = subprocess.run([python, os.path.abspath(__file__), "--worker", *map(str, args)], capture_output=True,
-                         text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(python, __file__, ["--worker", *args], f"worker {args}")
 
 
 def main():

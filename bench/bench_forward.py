@@ -14,20 +14,17 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.common import peak_rss_gb, run_worker  # noqa: E402
+
 IMAGE, SRC_LEN, TGT_LEN = 480, 12, 32
 
-
-def _peak_rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
 def _inputs(batch):
@@ -87,7 +84,7 @@ def worker_jax(preset, batch, repeats):
         mm(a).block_until_ready()
     mm_gflops = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
     return dict(impl="ofa-jax", median_s=statistics.median(times), times=times, compile_s=compile_s,
-                peak_rss_gb=_peak_rss_gb(), matmul_gflops=mm_gflops, jax=jax.__version__)
+                peak_rss_gb=peak_rss_gb(), matmul_gflops=mm_gflops, jax=jax.__version__)
 
 
 def worker_torch(preset, batch, repeats):
@@ -116,16 +113,12 @@ def worker_torch(preset, batch, repeats):
             a @ a
         mm_gflops = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
     return dict(impl="reference", median_s=statistics.median(times), times=times, compile_s=0.0,
-                peak_rss_gb=_peak_rss_gb(), matmul_gflops=mm_gflops, torch=torch.__version__)
+                peak_rss_gb=peak_rss_gb(), matmul_gflops=mm_gflops, torch=torch.__version__)
 
 
 def run_child(python, impl, preset, batch, repeats):
-    cmd = [python, os.path.abspath(__file__), "--worker", impl, "--preset", preset, "--batch", str(batch),
-           "--repeats", str(repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"{impl} {preset} b{batch} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(python, __file__, ["--worker", impl, "--preset", preset, "--batch", batch, "--repeats", repeats],
+                      f"{impl} {preset} b{batch}")
 
 
 def main():

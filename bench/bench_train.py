@@ -15,20 +15,17 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.common import peak_rss_gb, run_worker  # noqa: E402
+
 BATCH, IMAGE, SRC_LEN, TGT_LEN = 8, 480, 12, 32
 
-
-def _peak_rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
 def _inputs():
@@ -77,7 +74,7 @@ def worker_jax(preset, repeats):
         jax.block_until_ready((state, m))
         times.append(time.perf_counter() - t0)
     return dict(impl="ofa-jax", median_s=statistics.median(times), times=times, compile_s=compile_s,
-                loss=float(m["loss"]), peak_rss_gb=_peak_rss_gb(), jax=jax.__version__)
+                loss=float(m["loss"]), peak_rss_gb=peak_rss_gb(), jax=jax.__version__)
 
 
 def worker_torch(preset, repeats):
@@ -122,15 +119,11 @@ def worker_torch(preset, repeats):
         loss = one()
         times.append(time.perf_counter() - t0)
     return dict(impl="reference", median_s=statistics.median(times), times=times, compile_s=0.0, loss=loss,
-                peak_rss_gb=_peak_rss_gb(), torch=torch.__version__)
+                peak_rss_gb=peak_rss_gb(), torch=torch.__version__)
 
 
 def run_child(python, impl, preset, repeats):
-    cmd = [python, os.path.abspath(__file__), "--worker", impl, "--preset", preset, "--repeats", str(repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"{impl} {preset} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(python, __file__, ["--worker", impl, "--preset", preset, "--repeats", repeats], f"{impl} {preset}")
 
 
 def main():

@@ -28,11 +28,10 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ofa_jax import buckets
 from ofa_jax.config import OFAConfig
-from ofa_jax.resnet import ResNet, block_drop_path_rates
+from ofa_jax.resnet import DropPath, ResNet, block_drop_path_rates
 
 Array = jax.Array
 _xavier = nn.initializers.xavier_uniform()
@@ -59,25 +58,6 @@ def _embed(num, features, name, axes=("vocab", "embed"), std=None, zero=False, d
 
 def _activation(name):
     return {"gelu": functools.partial(nn.gelu, approximate=False), "relu": nn.relu}[name]
-
-
-class DropPath(nn.Module):
-    """Stochastic depth on a residual branch of shape (B, T, D).
-
-    mode "token" reproduces ModelScope (one (1, T, 1) mask for the whole batch); "sample" is the
-    usual per-sample (B, 1, 1) mask.
-    """
-    rate: float
-    mode: str = "token"
-
-    @nn.compact
-    def __call__(self, x, deterministic: bool):
-        if deterministic or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        shape = (1, x.shape[1], 1) if self.mode == "token" else (x.shape[0], 1, 1)
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 def attention(q, k, v, bias, mask, dropout: Optional[nn.Dropout] = None, deterministic=True):
@@ -142,54 +122,62 @@ class OFAAttention(nn.Module):
         return self.out_proj(out.reshape(out.shape[:-2] + (-1,)))
 
 
-class EncoderLayer(nn.Module):
+class _Layer(nn.Module):
+    """What encoder and decoder layers share: the residual block and the (NormFormer) FFN."""
     config: OFAConfig
     drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
 
-    def setup(self):
+    def _setup_ffn(self, ffn_dim):
         c = self.config
-        self.self_attn = OFAAttention(c, c.encoder_attention_heads, self.dtype)
-        self.self_attn_layer_norm = _layer_norm("self_attn_layer_norm")
         if c.normformer:
-            self.self_attn_mid_layer_norm = _layer_norm("self_attn_mid_layer_norm")
             self.ffn_layer_norm = _layer_norm("ffn_layer_norm", "mlp")
-        self.fc1 = _dense(c.encoder_ffn_dim, ("embed", "mlp"), "fc1", self.dtype)
+        self.fc1 = _dense(ffn_dim, ("embed", "mlp"), "fc1", self.dtype)
         self.fc2 = _dense(c.d_model, ("mlp", "embed"), "fc2", self.dtype)
         self.final_layer_norm = _layer_norm("final_layer_norm")
         self.dropout = nn.Dropout(c.dropout)
         self.activation_dropout = nn.Dropout(c.activation_dropout)
         self.drop_path = DropPath(self.drop_path_rate, c.drop_path_mode)
 
-    def __call__(self, x, bias, mask, deterministic=True):
-        c, det = self.config, deterministic
-        pre = c.encoder_normalize_before
+    def _block(self, x, ln, mid_ln, fn, det, pre):
+        """``x + DropPath(dropout(mid_ln(fn(ln(x)))))`` (pre-LN), or LN after the residual (post-LN)."""
         residual = x
-        h = self.self_attn_layer_norm(x) if pre else x
-        k, v = self.self_attn.project_kv(h)
-        h = self.self_attn(h, k, v, bias, mask, det)
-        if c.normformer:
-            h = self.self_attn_mid_layer_norm(h)
+        h = fn(ln(x) if pre else x)
+        if mid_ln is not None:
+            h = mid_ln(h)
         x = residual + self.drop_path(self.dropout(h, deterministic=det), det)
-        if not pre:
-            x = self.self_attn_layer_norm(x)
-        residual = x
-        h = self.final_layer_norm(x) if pre else x
-        h = self.activation_dropout(_activation(c.activation_function)(self.fc1(h)), deterministic=det)
-        if c.normformer:
+        return x if pre else ln(x)
+
+    def _ffn(self, h, det):
+        h = self.activation_dropout(_activation(self.config.activation_function)(self.fc1(h)), deterministic=det)
+        if self.config.normformer:
             h = self.ffn_layer_norm(h)
-        h = self.dropout(self.fc2(h), deterministic=det)
-        x = residual + self.drop_path(h, det)
-        if not pre:
-            x = self.final_layer_norm(x)
+        return self.fc2(h)
+
+
+class EncoderLayer(_Layer):
+    def setup(self):
+        c = self.config
+        self.self_attn = OFAAttention(c, c.encoder_attention_heads, self.dtype)
+        self.self_attn_layer_norm = _layer_norm("self_attn_layer_norm")
+        if c.normformer:
+            self.self_attn_mid_layer_norm = _layer_norm("self_attn_mid_layer_norm")
+        self._setup_ffn(c.encoder_ffn_dim)
+
+    def __call__(self, x, bias, mask, deterministic=True):
+        c, det, pre = self.config, deterministic, self.config.encoder_normalize_before
+
+        def attn(h):
+            k, v = self.self_attn.project_kv(h)
+            return self.self_attn(h, k, v, bias, mask, det)
+
+        x = self._block(x, self.self_attn_layer_norm, self.self_attn_mid_layer_norm if c.normformer else None,
+                        attn, det, pre)
+        x = self._block(x, self.final_layer_norm, None, lambda h: self._ffn(h, det), det, pre)
         return x.astype(self.dtype)
 
 
-class DecoderLayer(nn.Module):
-    config: OFAConfig
-    drop_path_rate: float = 0.0
-    dtype: Any = jnp.float32
-
+class DecoderLayer(_Layer):
     def setup(self):
         c = self.config
         self.self_attn = OFAAttention(c, c.decoder_attention_heads, self.dtype)
@@ -199,25 +187,10 @@ class DecoderLayer(nn.Module):
         if c.normformer:
             self.self_attn_mid_layer_norm = _layer_norm("self_attn_mid_layer_norm")
             self.cross_attn_mid_layer_norm = _layer_norm("cross_attn_mid_layer_norm")
-            self.ffn_layer_norm = _layer_norm("ffn_layer_norm", "mlp")
-        self.fc1 = _dense(c.decoder_ffn_dim, ("embed", "mlp"), "fc1", self.dtype)
-        self.fc2 = _dense(c.d_model, ("mlp", "embed"), "fc2", self.dtype)
-        self.final_layer_norm = _layer_norm("final_layer_norm")
-        self.dropout = nn.Dropout(c.dropout)
-        self.activation_dropout = nn.Dropout(c.activation_dropout)
-        self.drop_path = DropPath(self.drop_path_rate, c.drop_path_mode)
+        self._setup_ffn(c.decoder_ffn_dim)
 
     def cross_kv(self, enc):
         return self.cross_attn.project_kv(enc)
-
-    def _block(self, x, ln, mid_ln, fn, det):
-        pre = self.config.decoder_normalize_before
-        residual = x
-        h = fn(ln(x) if pre else x)
-        if self.config.normformer:
-            h = mid_ln(h)
-        x = residual + self.drop_path(self.dropout(h, deterministic=det), det)
-        return x if pre else ln(x)
 
     def __call__(self, x, self_kv, cross_kv, self_bias, cross_bias, self_mask, cross_mask, deterministic=True,
                  step_reshape=None):
@@ -227,7 +200,7 @@ class DecoderLayer(nn.Module):
         Self-attention then runs per hypothesis ((B*K, 1, d) against its own cache) and
         cross-attention per image (K queries against the image's keys, projected once).
         """
-        c, det = self.config, deterministic
+        c, det, pre = self.config, deterministic, self.config.decoder_normalize_before
         normformer = c.normformer
 
         def self_fn(h):
@@ -245,22 +218,10 @@ class DecoderLayer(nn.Module):
             return self.cross_attn(h, cross_kv[0], cross_kv[1], cross_bias, cross_mask, det)
 
         x = self._block(x, self.self_attn_layer_norm, self.self_attn_mid_layer_norm if normformer else None,
-                        self_fn, det)
+                        self_fn, det, pre)
         x = self._block(x, self.cross_attn_layer_norm, self.cross_attn_mid_layer_norm if normformer else None,
-                        cross_fn, det)
-
-        def ffn(h):
-            h = self.activation_dropout(_activation(c.activation_function)(self.fc1(h)), deterministic=det)
-            if normformer:
-                h = self.ffn_layer_norm(h)
-            return self.fc2(h)
-
-        pre = c.decoder_normalize_before
-        residual = x
-        h = self.dropout(ffn(self.final_layer_norm(x) if pre else x), deterministic=det)
-        x = residual + self.drop_path(h, det)
-        if not pre:
-            x = self.final_layer_norm(x)
+                        cross_fn, det, pre)
+        x = self._block(x, self.final_layer_norm, None, lambda h: self._ffn(h, det), det, pre)
         return x.astype(self.dtype)
 
 

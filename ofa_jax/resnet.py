@@ -31,13 +31,24 @@ def _bn(name, frozen, dtype):
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)))
 
 
-def sample_drop_path(x, rate: float, deterministic: bool, rng_module: nn.Module):
-    """Per-sample stochastic depth (ResNet blocks: timm/torchvision semantics)."""
-    if deterministic or rate == 0.0:
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(rng_module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch.
+
+    mode "sample": one draw per sample, mask (B, 1, ..., 1) -- ResNet blocks (timm semantics) and the
+    usual transformer variant. mode "token": ModelScope's transformer DropPath, one (1, T, 1) mask for
+    the whole batch (x is (B, T, D)).
+    """
+    rate: float
+    mode: str = "sample"
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (1, x.shape[1], 1) if self.mode == "token" else (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class Bottleneck(nn.Module):
@@ -58,7 +69,7 @@ class Bottleneck(nn.Module):
         if self.downsample:
             identity = _conv(self.planes * 4, 1, self.stride, 0, "downsample_conv", self.dtype)(x)
             identity = _bn("downsample_bn", frozen, self.dtype)(identity)
-        out = sample_drop_path(out, self.drop_path_rate, not train, self)
+        out = DropPath(self.drop_path_rate, "sample", name="drop_path")(out, not train)
         return nn.relu(identity + out)
 
 

@@ -164,35 +164,30 @@ def dropped_reason(key: str):
     return None
 
 
-# OFA-Sys fairseq names -> ModelScope names (models/ofa/unify_transformer_layer.py).
-FAIRSEQ_RENAMES = [
-    (r"^(encoder\.layers\.\d+)\.attn_ln\.", r"\1.self_attn_mid_layer_norm."),
-    (r"^(encoder\.layers\.\d+)\.ffn_layernorm\.", r"\1.ffn_layer_norm."),
-    (r"^(decoder\.layers\.\d+)\.self_attn_ln\.", r"\1.self_attn_mid_layer_norm."),
-    (r"^(decoder\.layers\.\d+)\.cross_attn_ln\.", r"\1.cross_attn_mid_layer_norm."),
-    (r"^(decoder\.layers\.\d+)\.ffn_layernorm\.", r"\1.ffn_layer_norm."),
-    (r"^(decoder\.layers\.\d+)\.encoder_attn_layer_norm\.", r"\1.cross_attn_layer_norm."),
-    (r"^(decoder\.layers\.\d+)\.encoder_attn\.", r"\1.cross_attn."),
+# OFA-Sys fairseq layer-internal names vs ModelScope's (models/ofa/unify_transformer_layer.py):
+# (stack, fairseq name, ModelScope name). Keys outside ``{stack}.layers.N.`` are named alike.
+FAIRSEQ_NAMES = [
+    ("encoder", "attn_ln", "self_attn_mid_layer_norm"),
+    ("encoder", "ffn_layernorm", "ffn_layer_norm"),
+    ("decoder", "self_attn_ln", "self_attn_mid_layer_norm"),
+    ("decoder", "cross_attn_ln", "cross_attn_mid_layer_norm"),
+    ("decoder", "ffn_layernorm", "ffn_layer_norm"),
+    ("decoder", "encoder_attn_layer_norm", "cross_attn_layer_norm"),
+    ("decoder", "encoder_attn", "cross_attn"),
 ]
 
 
-def fairseq_to_modelscope_key(key: str) -> str:
-    for pattern, repl in FAIRSEQ_RENAMES:
-        key = re.sub(pattern, repl, key)
+def _rename(key: str, to_modelscope: bool) -> str:
+    for stack, fairseq, modelscope in FAIRSEQ_NAMES:
+        old, new = (fairseq, modelscope) if to_modelscope else (modelscope, fairseq)
+        key = re.sub(rf"^({stack}\.layers\.\d+)\.{old}\.", rf"\1.{new}.", key)
     return key
+
+
+def fairseq_to_modelscope_key(key: str) -> str:
+    return _rename(key, to_modelscope=True)
 
 
 def modelscope_to_fairseq_key(key: str) -> str:
     """Inverse of ``fairseq_to_modelscope_key`` (used to build test checkpoints)."""
-    inverse = [
-        (r"^(encoder\.layers\.\d+)\.self_attn_mid_layer_norm\.", r"\1.attn_ln."),
-        (r"^(encoder\.layers\.\d+)\.ffn_layer_norm\.", r"\1.ffn_layernorm."),
-        (r"^(decoder\.layers\.\d+)\.self_attn_mid_layer_norm\.", r"\1.self_attn_ln."),
-        (r"^(decoder\.layers\.\d+)\.cross_attn_mid_layer_norm\.", r"\1.cross_attn_ln."),
-        (r"^(decoder\.layers\.\d+)\.ffn_layer_norm\.", r"\1.ffn_layernorm."),
-        (r"^(decoder\.layers\.\d+)\.cross_attn_layer_norm\.", r"\1.encoder_attn_layer_norm."),
-        (r"^(decoder\.layers\.\d+)\.cross_attn\.", r"\1.encoder_attn."),
-    ]
-    for pattern, repl in inverse:
-        key = re.sub(pattern, repl, key)
-    return key
+    return _rename(key, to_modelscope=False)
