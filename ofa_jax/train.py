@@ -34,7 +34,6 @@ The global batch ``config.batch_size`` is split evenly over processes; the workd
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
