@@ -3,8 +3,10 @@
 Recognises text lines in images. PATH is an image file or a directory (its images, sorted). Prints
 one line per image in input order: ``path<TAB>text``, or with ``--json`` one JSON object per line
 (``path``, ``text``, ``score``; ``error`` instead of ``text`` for an image that could not be read).
-Unreadable images are reported on stderr and do not stop the others; the exit status is 1 if any
-image failed. Generation defaults (beam size, lengths) come from the model dir.
+Unreadable images are reported on stderr (one ``error: PATH: reason`` line each, no traceback) and do
+not stop the others; the exit status is 1 if any image failed, 2 for a bad model dir or arguments.
+Readable images that lose information (a 16-bit scan clipped to 8 bits as the reference does) are
+decoded and get a ``warning: PATH: reason`` line. Generation defaults (beam size, lengths) come from the model dir.
 """
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def expand_paths(paths):
-    """Directories -> their image files (sorted); files (and missing paths) pass through in order."""
+    """Directories -> their image files (sorted); files (and missing paths) pass through in order.
+    A directory without image files stays in the list as itself (it is then reported as an error)."""
     out = []
     for p in paths:
         if os.path.isdir(p):
             names = sorted(n for n in os.listdir(p) if n.lower().endswith(IMAGE_EXTS))
-            out.extend(os.path.join(p, n) for n in names)
+            out.extend([os.path.join(p, n) for n in names] or [p])
         else:
             out.append(p)
     return out
@@ -74,13 +77,20 @@ def main(argv=None) -> int:
     for start in range(0, len(paths), rec.batch_size):  # stream: print as each batch finishes
         chunk = paths[start:start + rec.batch_size]
         for path, r in zip(chunk, rec(chunk)):
+            if r.error is not None and path in args.paths and os.path.isdir(path):
+                r.error = f"{path}: no image files ({', '.join(IMAGE_EXTS)}) in this directory"
+            for w in r.warnings:
+                print(f"warning: {w}", file=sys.stderr)
             if r.error is not None:
                 failed += 1
                 print(f"error: {r.error}", file=sys.stderr)
                 if args.json:
                     print(json.dumps({"path": path, "error": r.error}, ensure_ascii=False))
             elif args.json:
-                print(json.dumps({"path": path, "text": r.text, "score": round(r.score, 6)}, ensure_ascii=False))
+                row = {"path": path, "text": r.text, "score": round(r.score, 6)}
+                if r.warnings:
+                    row["warnings"] = list(r.warnings)
+                print(json.dumps(row, ensure_ascii=False))
             else:
                 print(f"{path}\t{r.text}")
         sys.stdout.flush()

@@ -29,6 +29,14 @@ must be ``uint8``, ``HxW`` (grey), ``HxWx1``, ``HxWx3`` (RGB) or ``HxWx4`` (RGBA
 other dtypes (float in [0, 1]? in [0, 255]?) are refused rather than guessed: convert them yourself,
 e.g. ``(x * 255).round().clip(0, 255).astype(np.uint8)``. Anything unreadable raises
 :class:`ImageError` with a one-line message.
+
+Awkward but readable inputs, decided deliberately (each is tested through ``python -m ofa_jax.decode``):
+EXIF-rotated photos are turned upright (files and bytes only, like ModelScope); animated GIF/APNG/WebP
+give their first frame; CMYK JPEGs are converted by PIL; palette and RGBA transparency is dropped, not
+composited; 1x1 and extreme aspect ratios (50000x20) are resized like any other line; 16-bit and float
+images are clipped to 0..255 like the reference, and because that usually whitens a real 16-bit scan,
+:func:`load_image` then also issues an :class:`ImageWarning` (the decode CLI prints it as a ``warning:``
+line). Images over PIL's decompression-bomb limit (~179 Mpixel) are refused with an ``ImageError``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from PIL import Image, ImageOps
 __all__ = [
     "ImageError",
     "ImageInput",
+    "ImageWarning",
     "NORMALIZE_LUT",
     "load_image",
     "ocr_resize",
@@ -73,6 +82,20 @@ class ImageError(ValueError):
         super().__init__(f"{source}: {reason}")
 
 
+class ImageWarning(UserWarning):
+    """A readable image whose preprocessing loses information (``ImageWarning(source, reason)``):
+    16-bit or float values above 255 that PIL clips, as the reference does."""
+
+    def __init__(self, source: object, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+# modes whose values PIL's convert('RGB') clips to 0..255 instead of rescaling
+_CLIPPED_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 def _describe(img: object) -> str:
     if isinstance(img, (str, os.PathLike)):
         return os.fspath(img)
@@ -88,20 +111,45 @@ def _one_line(exc: BaseException) -> str:
     return msg if len(msg) <= 200 else msg[:197] + "..."
 
 
+def _clip_reason(im: Image.Image):
+    """Why ``convert('RGB')`` loses this image's values (16-bit/float beyond 0..255), or None."""
+    if im.mode not in _CLIPPED_MODES:
+        return None
+    try:
+        lo, hi = im.getextrema()
+    except Exception:  # let convert() report what is wrong with the data
+        return None
+    if lo < 0 or hi > 255:
+        return (f"{im.mode} values {lo:g}..{hi:g} clipped to 0..255 as the reference does (not rescaled); "
+                "the text is likely lost: convert the image to 8 bits first")
+    return None
+
+
+def _warn_clipped(source: object, reason) -> None:
+    if reason is not None:
+        warnings.warn(ImageWarning(source, reason), stacklevel=3)
+
+
 def _decode(data: bytes, source: object) -> Image.Image:
-    """Encoded bytes -> RGB PIL image, as ModelScope's ``LoadImage``: EXIF orientation, RGB."""
+    """Encoded bytes -> RGB PIL image, as ModelScope's ``LoadImage``: EXIF orientation, RGB.
+
+    Animated images (GIF, APNG, WebP) give their first frame, as PIL's ``open`` does.
+    """
     try:
         with warnings.catch_warnings():
             # Pillow warns about palette images with transparency; the reference ignores it too.
             warnings.simplefilter("ignore", UserWarning)
             with Image.open(io.BytesIO(data)) as im:
                 im = ImageOps.exif_transpose(im)
-                return im.convert("RGB")
+                clipped = _clip_reason(im)
+                out = im.convert("RGB")
     except Image.DecompressionBombError as e:
         raise ImageError(source, f"image too large ({_one_line(e)})") from None
     except Exception as e:  # Pillow raises many types for corrupt data (OSError, SyntaxError, ...)
         reason = "not a readable image" if isinstance(e, Image.UnidentifiedImageError) else f"corrupt image ({_one_line(e)})"
         raise ImageError(source, reason) from None
+    _warn_clipped(source, clipped)
+    return out
 
 
 def _from_array(arr: np.ndarray, source: object) -> Image.Image:
@@ -126,6 +174,7 @@ def load_image(img: ImageInput) -> Image.Image:
                 out = img.convert("RGB")
         except Exception as e:
             raise ImageError(source, f"cannot convert mode {img.mode} to RGB: {_one_line(e)}") from None
+        _warn_clipped(source, _clip_reason(img))
     elif isinstance(img, (str, os.PathLike)):
         try:
             with open(img, "rb") as f:

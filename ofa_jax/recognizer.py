@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import warnings
 from typing import Any, Optional
 
 import numpy as np
 
 from ofa_jax.decoding import GenerationConfig, make_generate_fn
 from ofa_jax.modeldir import load_model_dir
-from ofa_jax.preprocess import ImageError, resize_and_pad_uint8
+from ofa_jax.preprocess import ImageError, ImageWarning, resize_and_pad_uint8
 from ofa_jax.tokenizer import OCR_PROMPT, OFATokenizer
 
 BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "ofa-ocr-zh-small")
@@ -50,6 +51,7 @@ class Result:
     score: Optional[float]
     error: Optional[str] = None
     source: Any = None
+    warnings: tuple = ()  # one-line ImageWarning messages (e.g. a 16-bit image clipped to 8 bits)
 
     @property
     def ok(self) -> bool:
@@ -149,15 +151,28 @@ class Recognizer:
             if not pending:
                 return
             for (i, _), (text, score) in zip(pending, self.recognize_pixels(np.stack([p for _, p in pending]))):
-                results[i] = Result(text=text, score=score, source=items[i] if isinstance(items[i], str) else None)
+                results[i] = Result(text=text, score=score, source=items[i] if isinstance(items[i], str) else None,
+                                    warnings=item_warnings.pop(i, ()))
             if bar is not None:
                 bar.update(len(pending))
             pending.clear()
 
+        item_warnings: dict[int, tuple] = {}
         for i, item in enumerate(items):
             try:
-                pending.append((i, self.preprocess(item)))
-            except ImageError as e:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ImageWarning)
+                    pixels = self.preprocess(item)
+                for w in caught:  # ours are kept with the result; anything else goes on as usual
+                    if isinstance(w.message, ImageWarning):
+                        item_warnings[i] = item_warnings.get(i, ()) + (str(w.message),)
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                pending.append((i, pixels))
+            except Exception as e:  # ImageError; anything else (a bug, an exotic decoder) is still one line
+                if not isinstance(e, ImageError):
+                    from ofa_jax.preprocess import _describe, _one_line
+                    e = f"{_describe(item)}: cannot preprocess ({type(e).__name__}: {_one_line(e)})"
                 results[i] = Result(text=None, score=None, error=str(e),
                                     source=item if isinstance(item, str) else None)
                 if bar is not None:
