@@ -22,7 +22,8 @@ def base() -> ml_collections.ConfigDict:
     c.data.val = ""                   # "" = no validation
     c.data.val_split = "val"
     c.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir (None: TFDS default)
-    c.data.image_size = 480
+    c.data.image_size = 480            # square side (the released checkpoints' 480), or the width ...
+    c.data.image_height = 0            # ... of HxW inputs when > 0 (line-shaped models of our own)
     c.data.max_target_tokens = 64
     c.data.augment = True
     c.data.num_workers = 0

@@ -213,23 +213,67 @@ def ocr_resize(img: Image.Image, size: int = 480, document: bool = False) -> Ima
     return img
 
 
-def _check_size(size: int, document: bool) -> None:
+ImageSize = Union[int, "tuple[int, int]", str]
+
+
+def image_hw(size: ImageSize) -> tuple[int, int]:
+    """``480`` / ``(32, 384)`` / ``"32x384"`` -> ``(height, width)``."""
+    if isinstance(size, str):
+        parts = size.lower().replace(",", "x").split("x")
+        try:
+            vals = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"image size must be N or HxW, got {size!r}") from None
+        size = vals[0] if len(vals) == 1 else tuple(vals)
+    if isinstance(size, (list, tuple)):
+        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size):
+            raise ValueError(f"image size must be N or (height, width), got {size!r}")
+        return int(size[0]), int(size[1])
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
-        raise TypeError(f"size must be an int, got {type(size).__name__}")
-    if size < MIN_SIDE:
-        raise ValueError(f"size must be >= {MIN_SIDE} (the reference never resizes below {MIN_SIDE}), got {size}")
-    if document and size != DOCUMENT_SIZE:
-        raise ValueError(f"document mode is defined for size {DOCUMENT_SIZE} only (4 strips of 480), got {size}")
+        raise TypeError(f"size must be an int or (height, width), got {type(size).__name__}")
+    return int(size), int(size)
 
 
-def resize_and_pad_uint8(img: ImageInput, size: int = 480, document: bool = False) -> np.ndarray:
-    """Image -> ``uint8`` array ``size x size x 3``: the reference's pixels before normalisation."""
-    _check_size(size, document)
-    resized = np.asarray(ocr_resize(load_image(img), size, document))
+def _check_size(size: ImageSize, document: bool) -> tuple[int, int]:
+    h, w = image_hw(size)
+    if h == w and h < MIN_SIDE:
+        raise ValueError(f"size must be >= {MIN_SIDE} (the reference never resizes below {MIN_SIDE}), got {h}")
+    if min(h, w) < 16:
+        raise ValueError(f"image sides must be >= 16 (one patch of the ResNet), got {h}x{w}")
+    if document and (h, w) != (DOCUMENT_SIZE, DOCUMENT_SIZE):
+        raise ValueError(f"document mode is defined for size {DOCUMENT_SIZE} only (4 strips of 480), got {h}x{w}")
+    return h, w
+
+
+def line_resize(img: Image.Image, height: int, width: int) -> Image.Image:
+    """Rectangular inputs (``HxW``, our own models only): fit inside ``height x width`` keeping the
+    aspect ratio (bicubic), so a line fills the height unless it is too long for the width. The
+    released checkpoints expect the square rule of :func:`ocr_resize`; a model trained on a
+    rectangle records it in its ``generation.json`` (``patch_image_size: [H, W]``)."""
+    w0, h0 = img.size
+    if w0 * height >= h0 * width:  # wider than the box: the width binds
+        new_w, new_h = width, max(1, min(height, int(round(h0 * width / w0))))
+    else:
+        new_w, new_h = max(1, min(width, int(round(w0 * height / h0)))), height
+    return img if (new_w, new_h) == (w0, h0) else img.resize((new_w, new_h), Image.BICUBIC)
+
+
+def resize_and_pad_uint8(img: ImageInput, size: ImageSize = 480, document: bool = False) -> np.ndarray:
+    """Image -> ``uint8`` array ``H x W x 3``: the reference's pixels before normalisation.
+
+    ``size`` an int: the reference's square rule (bit-identical). ``(H, W)`` with ``H != W``:
+    :func:`line_resize`, then the same centred edge padding.
+    """
+    h_out, w_out = _check_size(size, document)
+    img = load_image(img)
+    if h_out == w_out:
+        resized = np.asarray(ocr_resize(img, h_out, document))
+    else:
+        resized = np.asarray(line_resize(img, h_out, w_out))
     h, w = resized.shape[:2]
-    top, left = (size - h) // 2, (size - w) // 2
-    out = np.pad(resized, ((top, size - h - top), (left, size - w - left), (0, 0)), mode="edge")
-    assert out.shape == (size, size, 3), out.shape
+    top, left = (h_out - h) // 2, (w_out - w) // 2
+    out = np.pad(resized, ((top, h_out - h - top), (left, w_out - w - left), (0, 0)), mode="edge")
+    assert out.shape == (h_out, w_out, 3), out.shape
     return out
 
 
@@ -245,6 +289,6 @@ def normalize_uint8(x: np.ndarray) -> np.ndarray:
     return NORMALIZE_LUT[x]
 
 
-def preprocess_image(img: ImageInput, size: int = 480, document: bool = False) -> np.ndarray:
-    """Image -> float32 ``size x size x 3`` in [-1, 1] (HWC; the reference's tensor is CHW)."""
+def preprocess_image(img: ImageInput, size: ImageSize = 480, document: bool = False) -> np.ndarray:
+    """Image -> float32 ``H x W x 3`` in [-1, 1] (HWC; the reference's tensor is CHW)."""
     return normalize_uint8(resize_and_pad_uint8(img, size, document))

@@ -68,7 +68,8 @@ class Recognizer:
         self.model_dir = model_dir
         self.config = model_dir.config
         self.gen = gen
-        self.image_size = int(model_dir.generation.get("patch_image_size", 480))
+        size = model_dir.generation.get("patch_image_size", 480)
+        self.image_size = tuple(size) if isinstance(size, (list, tuple)) else int(size)
         self.prompt = model_dir.generation.get("prompt", OCR_PROMPT)
         self.tokenizer = OFATokenizer.from_model_dir(model_dir.path)
         compute = {None: jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]

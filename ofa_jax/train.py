@@ -54,6 +54,7 @@ from ofa_jax import losses, partitioning
 from ofa_jax.checkpointing import Checkpointer, abstract_like
 from ofa_jax.config import OFAConfig, get_config
 from ofa_jax.model import OFA, init_params
+from ofa_jax.preprocess import image_hw
 
 
 # ----------------------------------------------------------------------------- state
@@ -160,6 +161,12 @@ class RenderedLines:
         return {"id": f"synth-{i}", "image": render.encode_image(img, "PNG"), "text": text}
 
 
+def input_size(cfg):
+    """``data.image_size`` (square, the reference's rule) or ``(data.image_height, data.image_size)``."""
+    h, w = int(cfg.data.get("image_height", 0) or 0), int(cfg.data.image_size)
+    return w if h in (0, w) else (h, w)
+
+
 def load_source(spec: str, split: str, data_dir: Optional[str] = None):
     if spec.startswith("synth:"):
         return RenderedLines(spec[len("synth:"):], split)
@@ -205,7 +212,7 @@ class ShardedIterator:
         if cfg.batch_size % (nproc * k):
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {nproc} processes x {k} shards")
         self.iters = [make_iterator(source, PipelineConfig(
-            batch_size=cfg.batch_size // (nproc * k), image_size=cfg.data.image_size,
+            batch_size=cfg.batch_size // (nproc * k), image_size=input_size(cfg),
             max_target_tokens=cfg.data.max_target_tokens, train=True, seed=cfg.seed, augment=cfg.data.augment,
             num_workers=cfg.data.num_workers, shard_index=pid * k + j, shard_count=nproc * k), tokenizer)
             for j in range(k)]
@@ -365,7 +372,7 @@ def evaluate(generate, variables, source, cfg, tokenizer, mesh, src_tokens) -> d
     if e.max_examples and len(source) > e.max_examples:
         from ofa_jax.data.sources import ListSource
         source = ListSource([source[i] for i in range(e.max_examples)])
-    it = make_iterator(source, PipelineConfig(batch_size=bs, image_size=cfg.data.image_size,
+    it = make_iterator(source, PipelineConfig(batch_size=bs, image_size=input_size(cfg),
                                               max_target_tokens=cfg.data.max_target_tokens, train=False),
                        tokenizer)
     metrics = LineMetrics(e.normalization)
@@ -438,8 +445,7 @@ def build(cfg, train_len: Optional[int]) -> Setup:
     mesh = partitioning.make_mesh({k: int(v) for k, v in cfg.mesh.items() if k != "num_devices"}, devices)
     total = resolve_total_steps(cfg, train_len)
     tx, schedule = make_optimizer(cfg, total)
-    size = cfg.data.image_size
-    boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.PRNGKey(0), (size, size)))
+    boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.PRNGKey(0), image_hw(input_size(cfg))))
     var_shardings = nn.meta.unbox(partitioning.variable_shardings(boxed, mesh))
     abstract_vars = nn.meta.unbox(boxed)
     opt_abstract = jax.eval_shape(tx.init, abstract_vars["params"])
@@ -457,7 +463,7 @@ def build(cfg, train_len: Optional[int]) -> Setup:
 
 def initial_state(cfg, s: Setup, log) -> TrainState:
     """From a model dir (sharded placement of the loaded numpy arrays) or a random init under jit."""
-    size = cfg.data.image_size
+    size = image_hw(input_size(cfg))
     if cfg.init.model_dir:
         from ofa_jax.modeldir import load_model_dir
 
@@ -483,7 +489,7 @@ def initial_state(cfg, s: Setup, log) -> TrainState:
         log(f"init: random {cfg.model.preset} parameters (seed {cfg.seed})")
 
         def init_vars(rng):
-            return nn.meta.unbox(init_params(s.mcfg, rng, (size, size)))
+            return nn.meta.unbox(init_params(s.mcfg, rng, size))
 
         shard = {"params": s.state_shardings.params, "batch_stats": s.state_shardings.batch_stats}
         v = jax.jit(init_vars, out_shardings=shard)(jax.random.PRNGKey(cfg.seed))
@@ -561,7 +567,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     pre.install()
     kill_at = cfg.get("debug", {}).get("sigkill_at_step", 0)
     log(f"train: {s.total_steps} steps, global batch {cfg.batch_size} (x{cfg.grad_accum_steps} accumulation), "
-        f"mesh {dict(s.mesh.shape)}, {jax.process_count()} process(es), image {cfg.data.image_size}")
+        f"mesh {dict(s.mesh.shape)}, {jax.process_count()} process(es), image {'x'.join(map(str, image_hw(input_size(cfg))))}")
     last_train, last_val = {}, {}
     pending = []  # device metrics since the last log
     t_log, n_log = time.perf_counter(), 0
@@ -647,7 +653,8 @@ def export(cfg, workdir: str, out: str, which: str = "best") -> int:
     if cfg.init.model_dir:  # keep what the init model dir had (unused image-code weights, generation defaults)
         md = load_model_dir(cfg.init.model_dir)
         extras, generation, vocab = md.extras, dict(md.generation), md.vocab_path
-    generation.update(patch_image_size=int(cfg.data.image_size), prompt=cfg.prompt,
+    size = input_size(cfg)
+    generation.update(patch_image_size=size if isinstance(size, int) else list(size), prompt=cfg.prompt,
                       beam_size=int(cfg.eval.beam_size), max_len_b=int(cfg.eval.max_len))
     if jax.process_index() == 0:
         save_model_dir(out, s.mcfg, variables, vocab, generation=generation, extras=extras,

@@ -235,3 +235,41 @@ def test_properties(w, h, mode, size, document, seed):
             left = (size - new_w) // 2
             assert (u8[:, :left] == u8[:, left : left + 1]).all()
             assert (u8[:, left + new_w :] == u8[:, left + new_w - 1 : left + new_w]).all()
+
+
+# ----------------------------------------------------------------------------- HxW inputs (our own line models)
+
+def test_image_hw_forms():
+    from ofa_jax.preprocess import image_hw
+
+    assert image_hw(480) == (480, 480) and image_hw("480") == (480, 480)
+    assert image_hw((32, 384)) == image_hw([32, 384]) == image_hw("32x384") == (32, 384)
+    for bad in ("32x", "axb", (1, 2, 3), (32.0, 384)):
+        with pytest.raises(ValueError):
+            image_hw(bad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(w=st.integers(1, 900), h=st.integers(1, 300), hw=st.sampled_from([(32, 384), (48, 480), (64, 160)]))
+def test_line_shaped_inputs(w, h, hw):
+    """A line fills the height unless the width binds; aspect kept; centred, edge-padded."""
+    H, W = hw
+    rgb = np.random.RandomState(w * 1000 + h).randint(0, 256, (h, w, 3), dtype=np.uint8)
+    u8 = resize_and_pad_uint8(rgb, size=hw)
+    assert u8.shape == (H, W, 3) and u8.dtype == np.uint8
+    if w * H >= h * W:
+        new_w, new_h = W, max(1, min(H, round(h * W / w)))
+    else:
+        new_w, new_h = max(1, min(W, round(w * H / h))), H
+    top, left = (H - new_h) // 2, (W - new_w) // 2
+    assert (u8[:top] == u8[top]).all() and (u8[top + new_h:] == u8[top + new_h - 1]).all()
+    assert (u8[:, :left] == u8[:, left:left + 1]).all()
+    if w == W and h == new_h:  # same size: not resampled
+        assert np.array_equal(u8[top:top + h, left:left + w], rgb)
+
+
+def test_square_size_keeps_the_reference_rule():
+    rgb = np.random.RandomState(0).randint(0, 256, (20, 300, 3), dtype=np.uint8)
+    assert np.array_equal(resize_and_pad_uint8(rgb, size=(96, 96)), resize_and_pad_uint8(rgb, size=96))
+    with pytest.raises(ValueError, match=">= 16"):
+        resize_and_pad_uint8(rgb, size=(8, 384))

@@ -18,6 +18,10 @@ import json
 import sys
 
 
+_SETTABLE = ("degraded_fraction", "text_sources", "fixed_text_fraction", "min_chars", "max_chars",
+             "heldout_fonts", "min_font_size", "max_font_size")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", help="ocr_fudanvi_zh/CONFIG, ocr_synthetic_zh/CONFIG or ocr_folder")
@@ -29,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--num_examples", type=int, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"))
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--fonts", nargs="*", default=None, help="ocr_synthetic_zh: font files")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="ocr_synthetic_zh: other config fields, e.g. --set max_chars=12 heldout_fonts=2 "
+                         "degraded_fraction=0.3 (needs --name)")
     args = ap.parse_args(argv)
 
     from ofa_jax.data import builders
@@ -48,6 +55,14 @@ def main(argv=None) -> int:
             overrides["seed"] = args.seed
         if args.fonts:
             overrides["fonts"] = tuple(args.fonts)
+        for kv in args.set:
+            key, sep, value = kv.partition("=")
+            if not sep or key not in _SETTABLE:
+                ap.error(f"--set {kv!r}: expected KEY=VALUE with KEY one of "
+                         f"{', '.join(_SETTABLE)}")
+            overrides[key] = type(getattr(base, key))(value) if key != "text_sources" else tuple(value.split("+"))
+        if args.set and not args.name:
+            ap.error("--set needs --name (the new config's name)")
         if overrides:  # TFDS wants a new config name for changed settings
             auto = base.name
             if args.num_examples:

@@ -14,7 +14,14 @@ Batches are dicts of numpy arrays:
 * ``prev_output_tokens`` int32 (B, T): bos + target[:-1] (pad where target is pad).
 * ``target_mask`` bool (B, T): non-pad target positions.
 * ``truncated`` bool (B,): the target was cut to ``max_target_tokens`` (sum it and report it).
-* ``valid`` bool (B,): False for filler rows of a padded last eval batch.
+* ``oov_tokens`` int32 (B,): ``<unk>`` tokens in the target: characters outside the vocabulary, mapped
+  to ``<unk>`` as the reference's BERT tokenizer does (and trained on, as the reference does).
+* ``empty_label`` bool (B,): the label is empty after normalisation (the target is eos alone, as in
+  the reference).
+* ``bad_record`` bool (B,): the record could not be read (undecodable image, label not UTF-8, missing
+  LMDB key): with ``bad_records="skip"`` (default) the row is a blank image with an all-pad target, so
+  it adds nothing to the loss; the first few are named on stderr. ``bad_records="error"`` raises.
+* ``valid`` bool (B,): False for filler rows of a padded last eval batch and for bad records.
 * eval only (``keep_text=True``): ``id``, ``text`` - numpy unicode arrays (the raw label, for metrics).
 
 Target normalisation is ModelScope's training one (`ofa_jax.data.text.train_normalize`: zhconv
@@ -31,6 +38,7 @@ still deterministic but differs from the in-process order (each worker batches i
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Protocol, Sequence
 
 import grain
@@ -38,7 +46,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ofa_jax.data.text import train_normalize
-from ofa_jax.preprocess import load_image, resize_and_pad_uint8
+from ofa_jax.data.records import RecordError
+from ofa_jax.preprocess import ImageError, load_image, resize_and_pad_uint8
 from ofa_jax.tokenizer import OFATokenizer
 
 BOS, PAD, EOS = 0, 1, 2
@@ -61,7 +70,7 @@ def default_tokenizer() -> OFATokenizer:
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     batch_size: int = 8
-    image_size: int = 480
+    image_size: int | tuple[int, int] = 480  # square (reference rule) or (height, width)
     max_target_tokens: int = 64  # tokens before eos (OFA decodes at most 64)
     max_target_words: int | None = None  # ModelScope's word-level `max_tgt_length` cut (None: off)
     train: bool = True
@@ -75,6 +84,7 @@ class PipelineConfig:
     num_threads: int = 1  # read/transform threads per process (1 was fastest on 2 cores: bench/)
     shard_index: int = 0  # data-parallel hosts: this host's shard ...
     shard_count: int = 1  # ... of this many
+    bad_records: str = "skip"  # unreadable records: "skip" (blank row, counted, named) or "error" (raise)
 
 
 # ----------------------------------------------------------------------------- element transforms
@@ -133,6 +143,78 @@ class _Prepare:
         return out
 
 
+class _GuardedSource:
+    """A record source whose unreadable records come back as ``{"_error": message}`` instead of
+    raising inside grain (which would end the run with a traceback); picklable if the source is."""
+
+    def __init__(self, source: Any):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        try:
+            return self.source[i]
+        except IndexError:
+            raise
+        except Exception as e:  # RecordError, KeyError, OSError, UnicodeDecodeError, ...
+            return {"_error": _one_line_error(e, f"record {int(i)}")}
+
+
+def _one_line_error(e: BaseException, where: str) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, (ImageError, RecordError)):
+        return msg
+    return f"{where}: {type(e).__name__}: {msg}"
+
+
+class _Guarded:
+    """Wraps `_Prepare`: label statistics for every element; with ``bad_records="skip"`` a record that
+    cannot be read becomes a blank, all-pad, flagged element (named on stderr, the first few times)."""
+
+    MAX_REPORTED = 10
+
+    def __init__(self, prepare: "_Prepare", policy: str):
+        if policy not in ("skip", "error"):
+            raise ValueError(f"bad_records must be 'skip' or 'error', got {policy!r}")
+        self.prepare, self.policy = prepare, policy
+        self.unk_id = getattr(prepare.tokenizer, "unk_id", None)
+        self._blank = None
+        self._reported = 0
+
+    def __call__(self, rec: dict, rng: np.random.Generator) -> dict:
+        error = rec.get("_error")
+        if error is None:
+            try:
+                out = self.prepare(rec, rng)
+            except Exception as e:
+                if self.policy == "error" or not isinstance(e, (ImageError, RecordError, UnicodeError, OSError,
+                                                                  KeyError)):
+                    raise
+                rid = rec.get("id", "?")
+                error = _one_line_error(e, f"record {rid.decode('utf-8', 'replace') if isinstance(rid, bytes) else rid}")
+            else:
+                tgt = out["target"]
+                out["oov_tokens"] = int(np.sum(tgt == self.unk_id)) if self.unk_id is not None else 0
+                out["empty_label"] = len(tgt) == 1
+                out["bad_record"] = False
+                return out
+        elif self.policy == "error":
+            raise RecordError(error)
+        if self._reported < self.MAX_REPORTED:
+            self._reported += 1
+            more = " (further ones are counted, not named)" if self._reported == self.MAX_REPORTED else ""
+            print(f"warning: skipping unreadable record: {error}{more}", file=sys.stderr, flush=True)
+        if self._blank is None:
+            self._blank = resize_and_pad_uint8(np.zeros((1, 1), np.uint8), size=self.prepare.cfg.image_size)
+        out = {"image": self._blank, "target": np.zeros((0,), np.int32), "truncated": False,
+               "oov_tokens": 0, "empty_label": False, "bad_record": True}
+        if self.prepare.keep_text:
+            out["id"], out["text"] = "", ""
+        return out
+
+
 class _Collate:
     """Pad targets to a fixed length and (eval) the batch to a fixed size; picklable."""
 
@@ -150,7 +232,8 @@ class _Collate:
             image[i] = e["image"]
             k = len(e["target"])
             target[i, :k] = e["target"]
-            prev[i, 0] = BOS
+            if k:  # a skipped bad record has no target at all: its row stays pad (no loss)
+                prev[i, 0] = BOS
             prev[i, 1:k] = e["target"][:k - 1]
         out = {
             "image": image,
@@ -158,8 +241,11 @@ class _Collate:
             "prev_output_tokens": prev,
             "target_mask": target != PAD,
             "truncated": np.array([e["truncated"] for e in elems] + [False] * (b - n), bool),
-            "valid": np.arange(b) < n,
+            "oov_tokens": np.array([e.get("oov_tokens", 0) for e in elems] + [0] * (b - n), np.int32),
+            "empty_label": np.array([e.get("empty_label", False) for e in elems] + [False] * (b - n), bool),
+            "bad_record": np.array([e.get("bad_record", False) for e in elems] + [False] * (b - n), bool),
         }
+        out["valid"] = (np.arange(b) < n) & ~out["bad_record"]
         if "text" in elems[0]:
             out["text"] = np.array([e["text"] for e in elems] + [""] * (b - n))
             out["id"] = np.array([e["id"] for e in elems] + [""] * (b - n))
@@ -184,14 +270,14 @@ def make_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None =
     drop_remainder = cfg.train if cfg.drop_remainder is None else cfg.drop_remainder
     num_epochs = (None if cfg.train else 1) if cfg.num_epochs is None else cfg.num_epochs
 
-    ds = grain.MapDataset.source(source)
+    ds = grain.MapDataset.source(_GuardedSource(source))
     if cfg.shard_count > 1:
         ds = ds[cfg.shard_index::cfg.shard_count]
     if cfg.train:
         ds = ds.shuffle(seed=cfg.seed)
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
-    ds = ds.random_map(_Prepare(cfg, tokenizer, augment, keep_text), seed=cfg.seed)
+    ds = ds.random_map(_Guarded(_Prepare(cfg, tokenizer, augment, keep_text), cfg.bad_records), seed=cfg.seed)
     read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=max(2 * cfg.batch_size, 8))
     it = ds.to_iter_dataset(read)
     it = it.batch(cfg.batch_size, drop_remainder=drop_remainder,

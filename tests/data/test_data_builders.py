@@ -177,3 +177,16 @@ def test_build_cli_folder(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["dataset"] == "ocr_folder/cli" and out["splits"] == {"train": 3}
     assert out["filtered"]["ocr_folder/train"]["dropped_eval_lines"] == 1
+
+
+def test_build_cli_set_overrides(tmp_path):
+    from ofa_jax.data import build
+
+    args = ["ocr_synthetic_zh/printed", "--data_dir", str(tmp_path), "--num_examples", "6", "2", "2",
+            "--name", "short", "--set", "max_chars=4", "min_chars=3", "heldout_fonts=0"]
+    assert build.main(args) == 0
+    ds = tfds.data_source("ocr_synthetic_zh/short", data_dir=str(tmp_path), split="train")
+    lens = {len(ds[i]["text"].decode() if isinstance(ds[i]["text"], bytes) else ds[i]["text"]) for i in range(len(ds))}
+    assert len(ds) == 6 and lens <= {3, 4}
+    with pytest.raises(SystemExit):
+        build.main(["ocr_synthetic_zh/printed", "--data_dir", str(tmp_path), "--set", "seed=3", "--name", "x"])
