@@ -182,10 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--beam", type=int, help="beam size (default: from the model dir, usually 5)")
     ap.add_argument("--max-len", type=int, help="maximum generated tokens (fairseq max_len_b)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default float32)")
+    ap.add_argument("--engine", choices=["ofa", "rapidocr"], default="ofa",
+                    help="ofa (default) or rapidocr: score RapidOCR's PP-OCR recogniser on the same data "
+                         "(pip install rapidocr onnxruntime; --model and decoding options are ignored)")
     return ap
 
 
 def load_recognizer(args):
+    if args.engine == "rapidocr":
+        from ofa_jax.baselines import RapidOCRRecognizer
+        return RapidOCRRecognizer()
     from ofa_jax.recognizer import Recognizer
     return Recognizer.from_pretrained(args.model, beam_size=args.beam, max_len=args.max_len,
                                       batch_size=args.batch_size, dtype=args.dtype)
@@ -213,13 +219,13 @@ def main(argv=None) -> int:
             print(f"error: --data {arg}: {msg}", file=sys.stderr)
             return 2
 
-    if args.model is None:
+    if args.model is None and args.engine == "ofa":
         from ofa_jax.recognizer import BUNDLED_MODEL
         print(f"ofa-jax: no --model given; using the bundled model {os.path.basename(BUNDLED_MODEL)}",
               file=sys.stderr)
     try:
         rec = load_recognizer(args)
-    except (ModelDirError, ValueError) as e:
+    except (ModelDirError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -208,3 +208,28 @@ def test_parse_data_arg():
     assert evaluate.parse_data_arg("lmdb:a=b") == ("lmdb:a=b", "lmdb:a=b")
     assert evaluate.parse_data_arg("folder:x") == ("folder:x", "folder:x")
     assert math.isnan(evaluate.LineMetrics().result()["acc"])
+
+
+def test_rapidocr_engine_on_the_same_data(tmp_path, capsys):
+    """The baseline goes through the same sources, metrics and error accounting as our model."""
+    pytest.importorskip("rapidocr")
+    import numpy as np
+    from ofa_jax.data.render import encode_image, find_cjk_fonts, render_line
+
+    font, rng = find_cjk_fonts()[0], np.random.default_rng(0)
+    lines = ["今天天气很好", "我们去公园", "价格17元", "中国人民"]
+    recs = [(encode_image(render_line(t, font, rng), "PNG"), t) for t in lines] + [(BROKEN, "坏图")]
+    write_label_folder(tmp_path / "lines", recs)
+    rc = evaluate.main(["--engine", "rapidocr", "--data", f"folder:{tmp_path / 'lines'}", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    summary = json.loads(out.strip().split("\n")[-1])
+    assert summary["n"] == 5 and summary["unreadable"] == 1
+    assert summary["acc"] >= 0.6  # clean rendered lines: PP-OCR reads (nearly) all 4 readable ones
+
+
+def test_rapidocr_missing_is_one_line(monkeypatch, datasets, capsys):
+    monkeypatch.setitem(sys.modules, "rapidocr", None)  # import fails as if not installed
+    rc = evaluate.main(["--engine", "rapidocr", "--data", datasets["folder"][0]])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pip install rapidocr" in err and "Traceback" not in err
