@@ -25,6 +25,12 @@ from typing import Iterable, Iterator
 Record = dict  # {"id": str, "image": bytes, "text": str}
 
 
+class RecordError(ValueError):
+    """One record of a source cannot be read (missing key, label not UTF-8, ...); the message is one
+    line naming the source and the record. Readers raise it for that record only: the others stay
+    readable, and the training pipeline / builders skip and count such records."""
+
+
 # ----------------------------------------------------------------------------- FudanVI LMDB
 
 def is_lmdb_dir(path: str | os.PathLike) -> bool:
@@ -85,12 +91,31 @@ class FudanLmdb:
             img = txn.get(b"image-%09d" % k)
             label = txn.get(b"label-%09d" % k)
         if img is None or label is None:
-            raise KeyError(f"{self.path}: missing image-/label-{k:09d}")
-        return {"id": f"{k:09d}", "image": bytes(img), "text": label.decode("utf-8")}
+            raise RecordError(f"{self.path}: record {k:09d}: missing "
+                              f"{' and '.join(n for n, v in (('image', img), ('label', label)) if v is None)}-{k:09d}")
+        label = bytes(label)
+        try:
+            text = label.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RecordError(f"{self.path}: record {k:09d}: label is not valid UTF-8 ({e.reason} at byte {e.start}: "
+                              f"{label[max(0, e.start - 4):e.start + 4]!r})") from None
+        return {"id": f"{k:09d}", "image": bytes(img), "text": text}
 
     def __iter__(self) -> Iterator[Record]:
         for i in range(self._n):
             yield self[i]
+
+    def iter_readable(self, errors: list | None = None) -> Iterator[Record]:
+        """Like iterating, but records that raise :class:`RecordError` are skipped; their messages
+        are appended to ``errors``."""
+        for i in range(self._n):
+            try:
+                rec = self[i]
+            except RecordError as e:
+                if errors is not None:
+                    errors.append(str(e))
+                continue
+            yield rec
 
 
 def write_fudan_lmdb(path: str | os.PathLike, records: Iterable[tuple[bytes, str]],

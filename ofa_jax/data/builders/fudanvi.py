@@ -14,6 +14,9 @@ and build with
 
 Records keep the LMDB's image bytes and label unchanged. The train split drops labels that are in
 the held-out evaluation list (`ofa_jax.data.text.load_eval_exclude`); val/test are kept whole.
+Unreadable records (a label that is not UTF-8, a missing image-/label- key) are left out of every
+split, logged with their record number and counted in ``filter_counts`` (printed by
+``python -m ofa_jax.data.build``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from ofa_jax.data.builders.common import ArrayRecordBuilder, base_features, filter_excluded
+from ofa_jax.data.builders.common import ArrayRecordBuilder, base_features, filter_excluded, log
 from ofa_jax.data.records import FudanLmdb, is_lmdb_dir
 from ofa_jax.data.text import load_eval_exclude
 
@@ -81,9 +84,14 @@ class OcrFudanviZh(ArrayRecordBuilder):
         return {split: self._generate_examples(str(path), split) for split, path in dirs.items()}
 
     def _generate_examples(self, path: str, split: str):
-        records = iter(FudanLmdb(path))
+        bad: list[str] = []
+        records = FudanLmdb(path).iter_readable(bad)
         if split == "train":
             records = filter_excluded(records, load_eval_exclude(), f"{self.name}/{split}",
                                       self.filter_counts)
         for rec in records:
             yield rec["id"], rec
+        if bad:  # unreadable records (label not UTF-8, missing keys) are left out, counted and named
+            self.filter_counts.setdefault(f"{self.name}/{split}", {})["skipped_unreadable"] = len(bad)
+            log.warning("%s/%s: skipped %d unreadable records: %s", self.name, split, len(bad),
+                        "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
