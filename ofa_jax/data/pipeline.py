@@ -164,9 +164,9 @@ class _GuardedSource:
 
 def _one_line_error(e: BaseException, where: str) -> str:
     msg = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, (ImageError, RecordError)):
+    if isinstance(e, RecordError):  # names its source and record already
         return msg
-    return f"{where}: {type(e).__name__}: {msg}"
+    return f"{where}: {msg}" if isinstance(e, ImageError) else f"{where}: {type(e).__name__}: {msg}"
 
 
 class _Guarded:
