@@ -12,13 +12,23 @@ Retention: the last ``keep`` checkpoints plus the ``keep_best`` best ones by a v
 asynchronous: the train loop continues while TensorStore writes; an interrupted save never becomes
 a visible step (Orbax finalises a step directory atomically).
 
+Failures: a save that cannot be written (disk full, quota, permissions) raises
+:class:`CheckpointWriteError` with one line naming the step, the directory and the OS reason; its
+partial ``<step>.orbax-checkpoint-tmp*`` directory is removed and the earlier checkpoints are untouched
+(a step only becomes visible once complete). A run killed in the middle of a save leaves such a tmp
+directory, which Orbax ignores (and cleans up): the next run resumes from the last complete step.
+
 The state is stored unboxed (plain arrays, no ``nn.Partitioned`` boxes): boxes in a restore target
 make Orbax restore the box metadata instead of the array. Shardings travel in the restore target.
 """
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
+import re
+import shutil
 from typing import Any, Optional
 
 import jax
@@ -41,6 +51,33 @@ def _allgather_json(obj) -> list:
     return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in gathered]
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message is one line (step, directory, reason)."""
+
+
+class CheckpointReadError(ValueError):
+    """No checkpoint of a directory can be restored; the message is one line."""
+
+
+def _sync_processes(name: str):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _os_reason(e: BaseException) -> str:
+    """'No space left on device (ENOSPC)' from an OSError or a TensorStore message with an errno."""
+    code = getattr(e, "errno", None)
+    if code is None:
+        m = re.search(r"os_error_code='?(\d+)", str(e))
+        code = int(m.group(1)) if m else None
+    if code:
+        return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
 class Checkpointer:
     def __init__(self, directory: str, *, keep: int = 3, keep_best: int = 1, best_metric: str = "acc",
                  best_mode: str = "max", async_save: bool = True):
@@ -56,6 +93,8 @@ class Checkpointer:
             cleanup_tmp_directories=True)
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(self.directory, item_names=("state", "data"), options=options)
+        self._async = async_save
+        self._in_flight: Optional[int] = None  # step of an async save not yet known to be complete
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
@@ -81,9 +120,40 @@ class Checkpointer:
         data = {f"process_{i}": s for i, s in enumerate(per_process)}
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()
                                                 if isinstance(v, (int, float, np.floating, np.integer))}
-        return self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                               data=ocp.args.JsonSave(data)),
-                                 metrics=metrics, force=True)
+        self._check_in_flight()  # an earlier async save that failed is reported as itself
+        self._in_flight = step
+        try:
+            ok = self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                                 data=ocp.args.JsonSave(data)),
+                                   metrics=metrics, force=True)
+        except Exception as e:
+            raise self._write_error(e) from None
+        if not self._async:
+            self._in_flight = None
+        return ok
+
+    def _check_in_flight(self):
+        if self._in_flight is None:
+            return
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._write_error(e) from None
+        self._in_flight = None
+
+    def _write_error(self, e: BaseException) -> CheckpointWriteError:
+        step, self._in_flight = self._in_flight, None
+        if jax.process_index() == 0:  # free the space the partial step took; Orbax never lists it
+            for tmp in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
+                shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            kept = [s for s in self.manager.all_steps() if s != step]
+        except Exception:
+            kept = []
+        intact = (f"the earlier checkpoints ({', '.join(map(str, sorted(kept)))}) are intact: fix the cause and "
+                  f"rerun to resume from step {max(kept)}") if kept else "no earlier checkpoint exists"
+        return CheckpointWriteError(f"could not write checkpoint step {step} in {self.directory}: {_os_reason(e)}; "
+                                    f"{intact}")
 
     def restore(self, step: int, abstract_state: Any, data: bool = True):
         """-> (state, this process's data state or None). ``abstract_state``: ShapeDtypeStructs with
@@ -103,11 +173,48 @@ class Checkpointer:
         return out["state"], data_state
 
     def wait(self):
-        self.manager.wait_until_finished()
+        self._check_in_flight()
 
     def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
+        err = None
+        try:
+            self._check_in_flight()
+        except CheckpointWriteError as e:
+            err = e
+        try:
+            self.manager.close()
+        except Exception:
+            if err is None:
+                raise
+        if err is not None:
+            raise err
+
+    def restore_latest(self, abstract_state: Any, data: bool = True, log=print):
+        """-> (step, state, data state) of the newest checkpoint that restores, or None if there is none.
+
+        A step that is listed but cannot be read (files lost or damaged after it was written, e.g. on a
+        file system without atomic renames) is reported with one line, moved aside to
+        ``corrupt-<step>`` (kept for inspection; Orbax ignores it) and the previous step is tried.
+        """
+        steps = sorted(self.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            try:
+                return (step, *self.restore(step, abstract_state, data))
+            except Exception as e:
+                reason = _os_reason(e)
+                if i + 1 == len(steps):
+                    raise CheckpointReadError(f"no checkpoint in {self.directory} can be restored; the oldest, step "
+                                              f"{step}: {reason}") from None
+                log(f"warning: checkpoint step {step} in {self.directory} cannot be restored ({reason}); "
+                    f"moved it to corrupt-{step} and trying step {steps[i + 1]}")
+                if jax.process_index() == 0:
+                    aside = os.path.join(self.directory, f"corrupt-{step}")
+                    if os.path.exists(aside):
+                        shutil.rmtree(aside, ignore_errors=True)
+                    os.replace(os.path.join(self.directory, str(step)), aside)
+                _sync_processes(f"ofa_jax_ckpt_aside_{step}")
+                self.manager.reload()
+        return None
 
 
 def abstract_like(tree, shardings):
