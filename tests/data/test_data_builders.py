@@ -190,3 +190,17 @@ def test_build_cli_set_overrides(tmp_path):
     assert len(ds) == 6 and lens <= {3, 4}
     with pytest.raises(SystemExit):
         build.main(["ocr_synthetic_zh/printed", "--data_dir", str(tmp_path), "--set", "seed=3", "--name", "x"])
+
+
+def test_split_larger_than_the_shuffle_buffer_builds_without_tensorflow(tmp_path, monkeypatch):
+    """TFDS spills splits over its 1 GB in-memory buffer to files via tf.io.gfile (a 200k-line build
+    died there); shrink the buffer to force the spill path."""
+    from tensorflow_datasets.core import shuffle
+
+    from ofa_jax.data import build
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)
+    assert build.main(["ocr_synthetic_zh/printed", "--data_dir", str(tmp_path), "--num_examples", "8", "2", "2",
+                       "--name", "spill", "--set", "max_chars=4"]) == 0
+    ds = tfds.data_source("ocr_synthetic_zh/spill", data_dir=str(tmp_path), split="train")
+    assert len(ds) == 8 and len({ds[i]["id"] for i in range(8)}) == 8

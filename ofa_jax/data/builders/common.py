@@ -7,8 +7,10 @@ with `tfds.data_source` / `builder.as_data_source()`.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
+import os
 from typing import Iterable, Iterator
 
 import tensorflow_datasets as tfds
@@ -63,6 +65,33 @@ def filter_excluded(records: Iterable[dict], exclude: EvalExclude, where: str,
         counter[where] = {"kept": kept, "dropped_eval_lines": dropped}
     log.info("%s: kept %d records, dropped %d held-out evaluation lines (list: %s)",
              where, kept, dropped, exclude.source)
+
+
+class _GFileShim:
+    """The four ``tf.io.gfile`` / ``tf.errors`` names TFDS's shuffler uses, on local files."""
+
+    class errors:
+        class ResourceExhaustedError(Exception):  # never raised here: a full disk raises OSError
+            pass
+
+    class io:
+        class gfile:
+            GFile = staticmethod(open)
+            exists = staticmethod(os.path.exists)
+            remove = staticmethod(os.remove)
+
+
+def _tf_free_shuffler() -> None:
+    """TFDS keeps up to 1 GB of examples in memory while writing a split, then spills to bucket files
+    through ``tf.io.gfile``: without TensorFlow, a split over 1 GB died with ``No module named
+    'tensorflow'`` after all examples were generated. Point the shuffler at plain local files."""
+    if importlib.util.find_spec("tensorflow") is None:
+        from tensorflow_datasets.core import shuffle
+
+        shuffle.tf = _GFileShim
+
+
+_tf_free_shuffler()
 
 
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir=None) -> tfds.core.DatasetBuilder:
