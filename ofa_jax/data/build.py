@@ -18,10 +18,6 @@ import json
 import sys
 
 
-_SETTABLE = ("degraded_fraction", "text_sources", "fixed_text_fraction", "min_chars", "max_chars",
-             "heldout_fonts", "min_font_size", "max_font_size")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", help="ocr_fudanvi_zh/CONFIG, ocr_synthetic_zh/CONFIG or ocr_folder")
@@ -39,6 +35,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from ofa_jax.data import builders
+    from ofa_jax.data.builders import synthetic
 
     name, _, config = args.dataset.partition("/")
     if name == "ocr_fudanvi_zh":
@@ -55,12 +52,10 @@ def main(argv=None) -> int:
             overrides["seed"] = args.seed
         if args.fonts:
             overrides["fonts"] = tuple(args.fonts)
-        for kv in args.set:
-            key, sep, value = kv.partition("=")
-            if not sep or key not in _SETTABLE:
-                ap.error(f"--set {kv!r}: expected KEY=VALUE with KEY one of "
-                         f"{', '.join(_SETTABLE)}")
-            overrides[key] = type(getattr(base, key))(value) if key != "text_sources" else tuple(value.split("+"))
+        try:
+            overrides.update(synthetic.config_overrides(args.set, base))
+        except ValueError as e:
+            ap.error(f"--set {e}")
         if args.set and not args.name:
             ap.error("--set needs --name (the new config's name)")
         if overrides:  # TFDS wants a new config name for changed settings

@@ -77,12 +77,17 @@ def _lmdb_split_dir(path: Path, split: str) -> Path:
 
 
 def load_eval_source(spec: str, split: str = "test", data_dir: str | os.PathLike | None = None):
-    """Turn ``tfds:NAME/CONFIG``, ``lmdb:PATH`` or ``folder:PATH`` into a record source."""
+    """Turn ``tfds:NAME/CONFIG``, ``lmdb:PATH``, ``folder:PATH`` or ``render:...`` (synthetic lines
+    rendered on access: `ofa_jax.data.builders.synthetic.RenderedSynthetic`) into a record source."""
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise ValueError(f"data spec {spec!r}: expected tfds:NAME/CONFIG, lmdb:PATH or folder:PATH")
     if kind == "tfds":
         return TfdsSource(rest, split, data_dir)
+    if kind == "render":
+        from ofa_jax.data.builders.synthetic import RenderedSynthetic
+
+        return RenderedSynthetic(rest, split)
     if kind == "lmdb":
         return FudanLmdb(_lmdb_split_dir(Path(rest), split))
     if kind == "folder":
@@ -97,4 +102,4 @@ def load_eval_source(spec: str, split: str = "test", data_dir: str | os.PathLike
         else:
             loc = splits[split]
         return ListSource(list(iter_records(loc)))
-    raise ValueError(f"data spec {spec!r}: unknown kind {kind!r} (tfds, lmdb, folder)")
+    raise ValueError(f"data spec {spec!r}: unknown kind {kind!r} (tfds, lmdb, folder, render)")

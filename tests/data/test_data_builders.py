@@ -3,6 +3,7 @@
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -189,7 +190,7 @@ def test_build_cli_set_overrides(tmp_path):
     lens = {len(ds[i]["text"].decode() if isinstance(ds[i]["text"], bytes) else ds[i]["text"]) for i in range(len(ds))}
     assert len(ds) == 6 and lens <= {3, 4}
     with pytest.raises(SystemExit):
-        build.main(["ocr_synthetic_zh/printed", "--data_dir", str(tmp_path), "--set", "seed=3", "--name", "x"])
+        build.main(["ocr_synthetic_zh/printed", "--data_dir", str(tmp_path), "--set", "colour=red", "--name", "x"])
 
 
 def test_split_larger_than_the_shuffle_buffer_builds_without_tensorflow(tmp_path, monkeypatch):
@@ -204,3 +205,29 @@ def test_split_larger_than_the_shuffle_buffer_builds_without_tensorflow(tmp_path
                        "--name", "spill", "--set", "max_chars=4"]) == 0
     ds = tfds.data_source("ocr_synthetic_zh/spill", data_dir=str(tmp_path), split="train")
     assert len(ds) == 8 and len({ds[i]["id"] for i in range(8)}) == 8
+
+
+def test_render_source_equals_the_built_dataset(tmp_path):
+    """`render:` draws example i of a split exactly as the build writes it (so training can skip
+    the build and evaluation can score the same held-out test lines)."""
+    from ofa_jax.data import build
+    from ofa_jax.data.sources import load_eval_source
+
+    assert build.main(["ocr_synthetic_zh/mixed", "--data_dir", str(tmp_path), "--num_examples", "4", "3", "3",
+                       "--name", "same", "--set", "max_chars=6", "degraded_fraction=0.5"]) == 0
+    for split in ("train", "test"):
+        built = load_eval_source("tfds:ocr_synthetic_zh/same", split, tmp_path)
+        rendered = load_eval_source("render:mixed,max_chars=6,degraded_fraction=0.5,n=4,n_eval=3", split)
+        assert len(built) == len(rendered)
+        by_id = {}
+        for i in range(len(built)):
+            r = built[i]
+            by_id[r["id"].decode() if isinstance(r["id"], bytes) else r["id"]] = r
+        for i in range(len(rendered)):
+            r = rendered[i]
+            b = by_id[r["id"]]
+            assert (b["text"].decode() if isinstance(b["text"], bytes) else b["text"]) == r["text"]
+            from ofa_jax.data.pipeline import decode_image
+            assert np.array_equal(np.asarray(decode_image(b["image"])), np.asarray(decode_image(r["image"])))
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        load_eval_source("render:colour=red", "train")

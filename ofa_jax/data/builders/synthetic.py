@@ -155,3 +155,74 @@ class OcrSyntheticZh(ArrayRecordBuilder):
             data = render.encode_image(img, "PNG")
         return {"id": uid, "image": data, "text": text, "font": render.font_key(font),
                 "degraded": degraded}
+
+
+# ---------------------------------------------------------------------- rendered on access
+
+SETTABLE = ("degraded_fraction", "text_sources", "fixed_text_fraction", "min_chars", "max_chars",
+            "heldout_fonts", "min_font_size", "max_font_size", "seed")
+
+
+def config_overrides(pairs, base: OcrSyntheticZhConfig) -> dict:
+    """``["max_chars=12", "heldout_fonts=2", ...]`` -> typed config overrides (``text_sources``: ``a+b``)."""
+    out = {}
+    for kv in pairs:
+        key, sep, value = kv.partition("=")
+        if not sep or key not in SETTABLE:
+            raise ValueError(f"{kv!r}: expected KEY=VALUE with KEY one of {', '.join(SETTABLE)}")
+        out[key] = tuple(value.split("+")) if key == "text_sources" else type(getattr(base, key))(value)
+    return out
+
+
+class RenderedSynthetic:
+    """``render:[CONFIG,]KEY=VALUE,...``: the examples of ``ocr_synthetic_zh/CONFIG`` (default
+    ``mixed``) with those overrides, rendered when read instead of built first.
+
+    Example ``i`` of a split is exactly the example ``i`` that ``python -m ofa_jax.data.build`` would
+    write for the same settings (same seeds, fonts per split, texts per split, eval-line filter), so a
+    training run can draw from millions of lines without a build, and ``python -m ofa_jax.evaluate
+    --data render:...`` scores the same held-out test lines a built dataset holds. ``n=`` sets the
+    train split's size (default 1,000,000), ``n_eval=`` val's and test's (default 2,000).
+    """
+
+    def __init__(self, spec: str, split: str):
+        parts = [p for p in spec.split(",") if p]
+        name = "mixed"
+        if parts and "=" not in parts[0]:
+            name = parts.pop(0)
+        base = next((c for c in OcrSyntheticZh.BUILDER_CONFIGS if c.name == name), None)
+        if base is None:
+            raise ValueError(f"render:{spec}: unknown config {name!r} (printed, degraded, mixed)")
+        n, n_eval, rest = 1_000_000, 2_000, []
+        for p in parts:
+            if p.startswith("n="):
+                n = int(p[2:])
+            elif p.startswith("n_eval="):
+                n_eval = int(p[len("n_eval="):])
+            else:
+                rest.append(p)
+        if split not in SPLITS:
+            split = {"validation": "val"}.get(split, split)
+            if split not in SPLITS:
+                raise KeyError(f"render:{spec}: no split {split!r} (train, val, test)")
+        cfg = dataclasses.replace(base, name=f"render_{name}", num_examples=(n, n_eval, n_eval),
+                                  **config_overrides(rest, base))
+        import tempfile
+
+        self.builder = OcrSyntheticZh(config=cfg, data_dir=tempfile.gettempdir())
+        self.split, self.cfg = split, cfg
+        self.fonts = self.builder.split_fonts()[split]
+        pools, self.randoms = self.builder.text_pools()
+        self.pool = pools[split]
+        self.exclude = load_eval_exclude()
+
+    def __len__(self) -> int:
+        return self.cfg.num_examples[SPLITS.index(self.split)]
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rng = np.random.default_rng([self.cfg.seed, SPLITS.index(self.split), i])
+        return self.builder.make_example(rng, self.fonts, self.pool, self.randoms, self.exclude,
+                                         f"{self.split}-{i:09d}")
