@@ -15,6 +15,10 @@ numbers:
   Compile time is paid once per shape and kept by JAX's persistent compilation cache (see
   ``ofa_jax.utils.enable_compilation_cache``); bench/RESULTS.md reports it per preset.
 
+Gradient checkpointing (``OFA.remat``): "layers" recomputes each encoder/decoder layer in the
+backward pass instead of storing its activations, "full" also each ResNet Bottleneck block; the
+numbers are unchanged (the same ops run again; dropout masks come from the same rng).
+
 Every parameter carries logical axis names (``nn.with_logical_partitioning``); ``ofa_jax.partitioning``
 maps them to mesh axes. Weights unused by OCR (image-code generation in the decoder) are not model
 parameters; the model dir keeps them verbatim so export to PyTorch is lossless.
@@ -54,6 +58,15 @@ def _layer_norm(name, axis="embed"):
 def _embed(num, features, name, axes=("vocab", "embed"), std=None, zero=False, dtype=jnp.float32):
     init = nn.initializers.zeros if zero else nn.initializers.normal(std if std is not None else features ** -0.5)
     return nn.Embed(num, features, name=name, dtype=dtype, embedding_init=nn.with_logical_partitioning(init, axes))
+
+
+REMAT_MODES = ("none", "layers", "full")
+
+
+def check_remat(mode: str) -> str:
+    if mode not in REMAT_MODES:
+        raise ValueError(f"remat must be one of {', '.join(REMAT_MODES)}, got {mode!r}")
+    return mode
 
 
 def _activation(name):
@@ -265,10 +278,11 @@ class Encoder(nn.Module):
     embed_tokens: nn.Embed
     frozen_bn: bool = True
     dtype: Any = jnp.float32
+    remat: str = "none"
 
     def setup(self):
         c, d, h = self.config, self.config.d_model, self.config.encoder_attention_heads
-        self.embed_images = ResNet(c, self.frozen_bn, self.dtype)
+        self.embed_images = ResNet(c, self.frozen_bn, self.dtype, remat_blocks=self.remat == "full")
         self.image_proj = _dense(d, ("image_channels", "embed"), "image_proj", self.dtype, init=_xavier)
         if c.add_type_embedding:
             self.type_embedding = _embed(2, d, "type_embedding", ("type_vocab", "embed"))
@@ -340,12 +354,18 @@ class Encoder(nn.Module):
         tok_idx = buckets.token_bucket_table(c.token_bucket_size, c.max_position_embeddings)[:n_txt, :n_txt]
         img_idx = buckets.image_bucket_index(gh, gw, c.image_bucket_size)
         mask = (~padding_mask)[:, None, None, :]
+
+        def run(layer, x, bias):
+            return layer(x, bias, mask, det)
+
+        if self.remat != "none":
+            run = nn.remat(run)
         for i, layer in enumerate(self.layers):
             t = 0 if c.share_attn_bias else i
             rel_txt = jnp.moveaxis(self.token_rel_pos_table_list[t].embedding[tok_idx], -1, 0)
             rel_img = jnp.moveaxis(self.image_rel_pos_table_list[t].embedding[img_idx], -1, 0)
             bias = abs_bias + _block_diag(rel_img, rel_txt)
-            x = layer(x, bias, mask, det)
+            x = run(layer, x, bias)
         if c.encoder_normalize_before:
             x = self.layer_norm(x).astype(self.dtype)
         return EncoderOutput(hidden=x, padding_mask=padding_mask, pos_embed=pos)
@@ -355,6 +375,7 @@ class Decoder(nn.Module):
     config: OFAConfig
     embed_tokens: nn.Embed
     dtype: Any = jnp.float32
+    remat: str = "none"   # teacher-forced __call__ only; decode steps never take gradients
 
     def setup(self):
         c, d, h = self.config, self.config.d_model, self.config.decoder_attention_heads
@@ -418,9 +439,14 @@ class Decoder(nn.Module):
         self_mask = causal[None, None] & (prev_tokens != c.pad_token_id)[:, None, None, :]
         cross_mask = (~enc.padding_mask)[:, None, None, :]
         x = self._embed_tokens(prev_tokens, det)
+
+        def run(layer, x, hidden, self_bias):
+            return layer(x, None, layer.cross_kv(hidden), self_bias, cross_bias, self_mask, cross_mask, det)
+
+        if self.remat != "none":
+            run = nn.remat(run)
         for i, layer in enumerate(self.layers):
-            cross_kv = layer.cross_kv(enc.hidden)
-            x = layer(x, None, cross_kv, self_bias[i], cross_bias, self_mask, cross_mask, det)
+            x = run(layer, x, enc.hidden, self_bias[i])
         return self._logits(x)
 
     def init_cache(self, enc: EncoderOutput, num_hyps: int, max_len: int) -> DecodeCache:
@@ -498,12 +524,14 @@ class OFA(nn.Module):
     config: OFAConfig
     dtype: Any = jnp.float32       # compute dtype; parameters stay float32
     frozen_bn: bool = True         # BatchNorm uses running stats even in training (OFA fine-tuning default)
+    remat: str = "none"            # gradient checkpointing: "none", "layers" (transformer layers), "full" (+ ResNet blocks)
 
     def setup(self):
         c = self.config
+        check_remat(self.remat)
         self.embed_tokens = _embed(c.vocab_size, c.d_model, "embed_tokens", dtype=self.dtype)
-        self.encoder = Encoder(c, self.embed_tokens, self.frozen_bn, self.dtype)
-        self.decoder = Decoder(c, self.embed_tokens, self.dtype)
+        self.encoder = Encoder(c, self.embed_tokens, self.frozen_bn, self.dtype, self.remat)
+        self.decoder = Decoder(c, self.embed_tokens, self.dtype, self.remat)
 
     def __call__(self, images, src_tokens, prev_tokens, image_valid=None, train: bool = False):
         enc = self.encoder(images, src_tokens, image_valid, train)

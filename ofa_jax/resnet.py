@@ -82,6 +82,7 @@ class ResNet(nn.Module):
     config: OFAConfig
     frozen_bn: bool = True
     dtype: Any = jnp.float32
+    remat_blocks: bool = False  # recompute each Bottleneck block in the backward pass (gradient checkpointing)
 
     @nn.compact
     def __call__(self, images, train: bool = False):
@@ -90,10 +91,11 @@ class ResNet(nn.Module):
         x = _conv(64, 7, 2, 3, "conv1", self.dtype)(images.astype(self.dtype))
         x = nn.relu(_bn("bn1", frozen, self.dtype)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        block = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat_blocks else Bottleneck  # 2: `train`
         for stage, (planes, blocks, stride) in enumerate(zip((64, 128, 256), self.config.resnet_layers, (1, 2, 2)), 1):
             rates = block_drop_path_rates(self.config.resnet_drop_path_rate, blocks)
             for i in range(blocks):
                 # The first block of a stage has no drop path in the reference (it ignores dpr[0]).
-                x = Bottleneck(planes, stride if i == 0 else 1, downsample=(i == 0), drop_path_rate=rates[i] if i else 0.0,
+                x = block(planes, stride if i == 0 else 1, downsample=(i == 0), drop_path_rate=rates[i] if i else 0.0,
                                frozen_bn=self.frozen_bn, dtype=self.dtype, name=f"layer{stage}_{i}")(x, train)
         return x
