@@ -12,6 +12,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.overrides = {}            # OFAConfig fields, e.g. {"dropout": 0.1, "encoder_drop_path_rate": 0.1}
     c.model.dtype = "float32"         # compute dtype; "bfloat16" keeps float32 parameters and optimizer state
     c.model.train_bn = False          # False: BatchNorm uses its running statistics (OFA fine-tuning default)
+    c.model.remat = "none"            # gradient checkpointing: "none", "layers" (transformer layers), "full" (+ ResNet blocks)
 
     c.init = ml_collections.ConfigDict()
     c.init.model_dir = ""             # ofa-jax model dir to start from ("" = random init of model.preset)

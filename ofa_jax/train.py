@@ -438,7 +438,8 @@ class Setup:
 
 def build(cfg, train_len: Optional[int]) -> Setup:
     mcfg = model_config(cfg)
-    model = OFA(mcfg, dtype=compute_dtype(cfg.model.dtype), frozen_bn=not cfg.model.train_bn)
+    model = OFA(mcfg, dtype=compute_dtype(cfg.model.dtype), frozen_bn=not cfg.model.train_bn,
+                remat=cfg.model.get("remat", "none"))
     devices = jax.devices()
     if cfg.mesh.get("num_devices"):
         devices = devices[:int(cfg.mesh.num_devices)]
@@ -559,7 +560,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
         from ofa_jax.decoding import GenerationConfig, make_generate_fn
 
         gen = GenerationConfig(beam_size=cfg.eval.beam_size, max_len_b=cfg.eval.max_len)
-        generate = make_generate_fn(s.model.clone(dtype=compute_dtype(cfg.model.dtype), frozen_bn=True), gen,
+        generate = make_generate_fn(s.model.clone(dtype=compute_dtype(cfg.model.dtype), frozen_bn=True, remat="none"), gen,
                                     pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id, bos_id=tokenizer.bos_id,
                                     unk_id=tokenizer.unk_id)
 
