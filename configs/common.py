@@ -28,6 +28,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.max_target_tokens = 64
     c.data.augment = True
     c.data.num_workers = 0
+    c.data.bad_records = "skip"       # unreadable records: "skip" (counted, named, no loss) or "error"
     c.data.shards_per_process = 1     # >1 only to reproduce a multi-process data split in one process
 
     c.batch_size = 8                  # global, over all processes and devices
@@ -81,4 +82,7 @@ def base() -> ml_collections.ConfigDict:
     c.nan_policy = "stop"             # "stop": end the run with an error; "skip": skip the step, go on
     c.debug = ml_collections.ConfigDict()
     c.debug.sigkill_at_step = 0       # tests only: SIGKILL the process after this step
+    c.debug.sigkill_during_save_at_step = 0  # tests only: SIGKILL while this step's (async) save is written
+    c.debug.nan_loss_at_steps = ()    # tests only: make the loss (and gradients) NaN at these steps
+    c.debug.inf_grad_at_steps = ()    # tests only: make the gradients infinite at these steps
     return c

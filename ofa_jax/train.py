@@ -16,6 +16,19 @@ masks: the per-step rng is ``fold_in(seed, step)``); otherwise parameters come f
 ``config.init.model_dir`` (an ofa-jax model dir, e.g. a converted ModelScope checkpoint) or from a
 random init of ``config.model.preset``. SIGTERM (preemption) saves a checkpoint and exits with 0.
 
+Faults (each is one ``error:``/``warning:`` line, never a traceback, from the command line):
+
+* non-finite loss or gradients: the update is never applied; ``nan_policy="stop"`` (default) saves a
+  checkpoint (finite parameters) and exits with 3, ``"skip"`` logs the step and goes on;
+* a checkpoint that cannot be written (disk full, quota): exit 4, the partial step is removed, earlier
+  checkpoints are intact; a save interrupted by a kill leaves only a tmp directory that is ignored:
+  the next run resumes from the last complete step (an unreadable step is moved aside to
+  ``corrupt-<step>`` and the one before it is used);
+* data: an empty training/validation set, or one with fewer records than one batch, exits with 2;
+  unreadable records are skipped (``data.bad_records="skip"``) and named; truncated labels,
+  out-of-vocabulary characters (``<unk>``), empty labels and skipped records are counted in the log
+  and in ``metrics.jsonl`` (``data/...``); more than half of the records unreadable exits with 2.
+
 Sharding: ``config.mesh`` = sizes of the ``data``/``fsdp``/``tensor`` axes (-1: the rest). Parameters
 and optimizer state are laid out by ``ofa_jax.partitioning``'s logical axis rules; the batch is split
 over data x fsdp. ``train_step`` is one ``jax.jit`` with in/out shardings and the state donated.
@@ -51,7 +64,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ofa_jax import losses, partitioning
-from ofa_jax.checkpointing import Checkpointer, abstract_like
+from ofa_jax.checkpointing import Checkpointer, CheckpointReadError, CheckpointWriteError, abstract_like
+from ofa_jax.data.report import DataError, DataReport
 from ofa_jax.config import OFAConfig, get_config
 from ofa_jax.model import OFA, init_params
 from ofa_jax.preprocess import image_hw
@@ -175,6 +189,41 @@ def load_source(spec: str, split: str, data_dir: Optional[str] = None):
     return load_eval_source(spec, split, data_dir)
 
 
+def load_config_source(cfg, which: str):
+    """``which`` = "train" / "val": the record source the config names (None for no validation);
+    DataError (one line naming the spec and split) for what is wrong with it."""
+    what, spec, split = {"train": ("training", cfg.data.train, cfg.data.train_split),
+                         "val": ("validation", cfg.data.val, cfg.data.val_split)}[which]
+    if not spec:
+        if which == "train":
+            raise DataError("no training data: set --config.data.train (tfds:NAME/CONFIG, lmdb:PATH, folder:PATH "
+                            "or synth:...)")
+        return None
+    try:
+        return load_source(spec, split, cfg.data.get("data_dir"))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise DataError(f"{what} data {spec} (split {split}): {msg}") from None
+
+
+def check_data_sizes(cfg, train_source, val_source) -> None:
+    """An empty training/validation set, or a training set smaller than one batch per shard, is an error:
+    the loop would wait forever, or train every step on copies of the same few lines."""
+    n = len(train_source)
+    shards = jax.process_count() * int(cfg.data.get("shards_per_process", 1))
+    per_shard = cfg.batch_size // shards
+    where = f"training data {cfg.data.train or '<given source>'} (split {cfg.data.train_split})"
+    if n == 0:
+        raise DataError(f"{where} is empty")
+    if n // shards < per_shard:
+        raise DataError(f"{where} has {n} records, fewer than one batch: batch_size {cfg.batch_size} needs at "
+                        f"least {per_shard * shards} ({per_shard} per shard x {shards} shards); lower "
+                        "--config.batch_size or add data")
+    if val_source is not None and len(val_source) == 0:
+        raise DataError(f"validation data {cfg.data.val or '<given source>'} (split {cfg.data.val_split}) is empty; "
+                        "set --config.data.val= to train without validation")
+
+
 def global_batch(local: dict, mesh, keys=("image", "target", "prev_output_tokens", "target_mask")) -> dict:
     """This process's rows -> global arrays split over (data, fsdp)."""
     return {k: jax.make_array_from_process_local_data(partitioning.batch_sharding(mesh, local[k].ndim), local[k])
@@ -214,7 +263,8 @@ class ShardedIterator:
         self.iters = [make_iterator(source, PipelineConfig(
             batch_size=cfg.batch_size // (nproc * k), image_size=input_size(cfg),
             max_target_tokens=cfg.data.max_target_tokens, train=True, seed=cfg.seed, augment=cfg.data.augment,
-            num_workers=cfg.data.num_workers, shard_index=pid * k + j, shard_count=nproc * k), tokenizer)
+            num_workers=cfg.data.num_workers, shard_index=pid * k + j, shard_count=nproc * k,
+            bad_records=cfg.data.get("bad_records", "skip")), tokenizer)
             for j in range(k)]
 
     def __next__(self):
@@ -238,6 +288,9 @@ def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
     """``step(state, batch, base_rng) -> (state, metrics)`` (pure; jit it with shardings)."""
     accum = int(cfg.grad_accum_steps)
     eps, use_rdrop, alpha = cfg.loss.label_smoothing, cfg.loss.rdrop, cfg.loss.rdrop_alpha
+    debug = cfg.get("debug", {})
+    nan_loss_at = tuple(int(x) for x in (debug.get("nan_loss_at_steps") or ()))
+    inf_grad_at = tuple(int(x) for x in (debug.get("inf_grad_at_steps") or ()))
     train_bn = cfg.model.train_bn
 
     def micro_loss(params, batch_stats, mb, rng):
@@ -292,6 +345,13 @@ def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
         else:
             carry, _ = jax.lax.scan(one, carry, (mbs, jnp.arange(accum)))
         grads, loss, nll_sum, new_bs = carry
+        if nan_loss_at:  # tests only (config.debug): a NaN loss (and gradients) at the given steps
+            hit = jnp.isin(state.step + 1, jnp.asarray(nan_loss_at))
+            loss = jnp.where(hit, jnp.nan, loss)
+            grads = jax.tree.map(lambda g: jnp.where(hit, jnp.nan, g), grads)
+        if inf_grad_at:  # tests only: an infinite gradient (finite loss) at the given steps
+            hit = jnp.isin(state.step + 1, jnp.asarray(inf_grad_at))
+            grads = jax.tree.map(lambda g: jnp.where(hit, jnp.inf, g), grads)
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
@@ -525,10 +585,13 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
 
     tokenizer = OFATokenizer.from_model_dir(cfg.init.model_dir) if cfg.init.model_dir else OFATokenizer.default()
     src_tokens = np.asarray(tokenizer.encode_prompt(cfg.prompt), np.int32)[None]
+    if cfg.nan_policy not in ("stop", "skip"):
+        raise DataError(f"nan_policy must be 'stop' or 'skip', got {cfg.nan_policy!r}")
     if train_source is None:
-        train_source = load_source(cfg.data.train, cfg.data.train_split, cfg.data.get("data_dir"))
-    if val_source is None and cfg.data.val:
-        val_source = load_source(cfg.data.val, cfg.data.val_split, cfg.data.get("data_dir"))
+        train_source = load_config_source(cfg, "train")
+    if val_source is None:
+        val_source = load_config_source(cfg, "val")
+    check_data_sizes(cfg, train_source, val_source)
 
     s = build(cfg, len(train_source))
     n_batch_dev = s.mesh.shape["data"] * s.mesh.shape["fsdp"]
@@ -536,11 +599,15 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
         raise ValueError(f"micro-batch {cfg.batch_size // cfg.grad_accum_steps} is not divisible by "
                          f"data x fsdp = {n_batch_dev}")
     train_iter = ShardedIterator(train_source, cfg, tokenizer)
+    import glob as _glob
+    partial = sorted(os.path.basename(p) for p in _glob.glob(os.path.join(workdir, "checkpoints", "*.orbax-checkpoint-tmp*")))
+    if partial:
+        log(f"resume: ignoring incomplete checkpoint(s) {', '.join(partial)} (a save was interrupted)")
     ckpt = _ckpt(cfg, workdir)
-    start = ckpt.latest_step()
-    if start is not None:
+    restored = ckpt.restore_latest(s.abstract_state, log=log) if ckpt.latest_step() is not None else None
+    if restored is not None:
+        start, state, data_state = restored
         log(f"resume: step {start} from {ckpt.directory}")
-        state, data_state = ckpt.restore(start, s.abstract_state)
         train_iter.set_state(data_state)
     else:
         state = initial_state(cfg, s, log)
@@ -567,6 +634,8 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     pre = _Preemption()
     pre.install()
     kill_at = cfg.get("debug", {}).get("sigkill_at_step", 0)
+    kill_in_save_at = cfg.get("debug", {}).get("sigkill_during_save_at_step", 0)
+    report = DataReport()
     log(f"train: {s.total_steps} steps, global batch {cfg.batch_size} (x{cfg.grad_accum_steps} accumulation), "
         f"mesh {dict(s.mesh.shape)}, {jax.process_count()} process(es), image {'x'.join(map(str, image_hw(input_size(cfg))))}")
     last_train, last_val = {}, {}
@@ -577,6 +646,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     stopped = None
     while step < s.total_steps:
         batch = next(train_iter)
+        report.update(batch)
         arrays = global_batch({k: batch[k] for k in batch_keys}, s.mesh, batch_keys)
         state, m = train_step(state, arrays, base_rng)
         step += 1
@@ -587,11 +657,18 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
             host = jax.device_get(pending)
             pending = []
             dt = time.perf_counter() - t_log
-            bad = [h for h in host if not bool(h["finite"])]
-            if bad and cfg.nan_policy == "stop":
-                stopped = f"non-finite loss/gradient within steps {step - len(host) + 1}..{step} (update skipped); stopping"
+            bad_steps = [step - len(host) + 1 + j for j, h in enumerate(host) if not bool(h["finite"])]
+            if bad_steps and cfg.nan_policy == "stop":
+                # the non-finite updates were not applied: the state is finite, save it before stopping
+                ckpt.save(step, state, train_iter.get_state())
+                stopped = (f"non-finite loss or gradient at step {', '.join(map(str, bad_steps))} (update not "
+                           f"applied); saved checkpoint step {step} (finite parameters); stopping")
                 log(f"error: {stopped}. Set --config.nan_policy=skip to skip such steps instead.")
                 break
+            if bad_steps:
+                log(f"warning: non-finite loss or gradient at step {', '.join(map(str, bad_steps))}: update skipped "
+                    f"({int(jax.device_get(state.nonfinite))} skipped in this run so far)")
+            report.check(f"training data {cfg.data.train or '<given source>'}")
             finite = [h for h in host if bool(h["finite"])] or host
             loss = float(np.mean([h["loss"] for h in finite]))
             lr = float(s.schedule(step - 1))
@@ -601,6 +678,10 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
                           "grad_norm": float(np.mean([h["grad_norm"] for h in finite])), "lr": lr,
                           "images_per_s": ips, "skipped_nonfinite": int(jax.device_get(state.nonfinite))}
             writer.write(step, last_train, "train/")
+            writer.write(step, report.metrics(), "data/")
+            news = report.news()
+            if news:
+                log(news)
             log(f"step {step}/{s.total_steps} loss {loss:.4f} lr {lr:.3g} {ips:.1f} img/s "
                 f"elapsed {_fmt_time(time.perf_counter() - t_start)} eta {_fmt_time(eta)}")
             t_log, n_log = time.perf_counter(), 0
@@ -621,6 +702,8 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
         preempted = pre.synced()
         if step % cfg.ckpt.every == 0 or is_last or preempted or val_metrics is not None:
             ckpt.save(step, state, train_iter.get_state(), metrics=val_metrics)
+            if step == kill_in_save_at:  # tests: die like kill -9 while the (async) save is being written
+                _kill_when_writing(ckpt.directory, step)
         if preempted:
             log(f"SIGTERM: saved step {step}; exiting")
             stopped = "preempted"
@@ -630,6 +713,15 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     if stopped and stopped != "preempted":
         raise FloatingPointError(stopped)
     return {"train": last_train, "val": last_val, "step": step, "stopped": stopped}
+
+
+def _kill_when_writing(directory: str, step: int, timeout: float = 60.0):
+    import glob as _glob
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and not _glob.glob(os.path.join(directory, f"{step}.orbax-checkpoint-tmp*", "*")):
+        time.sleep(0.001)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- export
@@ -666,6 +758,20 @@ def export(cfg, workdir: str, out: str, which: str = "best") -> int:
 # ----------------------------------------------------------------------------- CLI
 
 
+def _quiet_library_tracebacks():
+    """Orbax logs a failed background save at ERROR with a traceback before our one-line error: keep
+    its message, drop the traceback (``--verbosity`` given on the command line keeps everything)."""
+    import logging
+
+    class _NoTraceback(logging.Filter):
+        def filter(self, record):
+            if "orbax" in (record.pathname or ""):
+                record.exc_info, record.exc_text = None, None
+            return True
+
+    logging.getLogger("absl").addFilter(_NoTraceback())
+
+
 def main(argv=None):
     from absl import app, flags
     from ml_collections import config_flags
@@ -684,8 +790,11 @@ def main(argv=None):
     def run(_):
         from absl import logging as absl_logging
 
+        from ofa_jax.modeldir import ModelDirError
+
         if not flags_["verbosity"].present:  # Orbax logs every save at INFO
             absl_logging.set_verbosity(absl_logging.WARNING)
+            _quiet_library_tracebacks()
         if flags_.distributed or flags_.coordinator_address:
             jax.distributed.initialize(coordinator_address=flags_.coordinator_address,
                                        num_processes=flags_.num_processes, process_id=flags_.process_id)
@@ -697,7 +806,13 @@ def main(argv=None):
         try:
             out = train_and_evaluate(cfg, flags_.workdir)
         except FloatingPointError:
-            return 3
+            return 3  # the message is logged
+        except CheckpointWriteError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 4
+        except (DataError, CheckpointReadError, ModelDirError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         if jax.process_index() == 0:
             print(json.dumps({"final": {"step": out["step"], **{f"train/{k}": v for k, v in out["train"].items()},
                                         **{f"val/{k}": v for k, v in out["val"].items()}}}))
