@@ -231,3 +231,13 @@ def test_render_source_equals_the_built_dataset(tmp_path):
             assert np.array_equal(np.asarray(decode_image(b["image"])), np.asarray(decode_image(r["image"])))
     with pytest.raises(ValueError, match="KEY=VALUE"):
         load_eval_source("render:colour=red", "train")
+
+
+def test_synthetic_lines_stay_in_the_ofa_vocabulary():
+    from ofa_jax.data.sources import load_eval_source
+    from ofa_jax.tokenizer import OFATokenizer
+
+    tok = OFATokenizer.default()
+    src = load_eval_source("render:printed,min_chars=8,max_chars=12,n=60", "train")
+    assert all(tok.unk_id not in tok.encode(src[i]["text"]) for i in range(len(src)))
+    assert not src.builder.in_vocab("\u4e0e\U00020000")  # a CJK Extension B character: not in bert-base-chinese
