@@ -93,3 +93,23 @@ def test_export_then_decode(tmp_path, uninterrupted):
                         str(tmp_path / "line.png")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "text" in json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # two more training runs in subprocesses
+def test_kill_during_save_resumes_from_last_complete_step(tmp_path, uninterrupted):
+    """SIGKILL while step 4's (async) checkpoint is being written: step 4 stays an Orbax tmp directory,
+    never a step; the next run says so, resumes from step 2 and ends bit-identical to an uninterrupted run."""
+    wd = tmp_path / "killed_in_save"
+    p = run_cli(wd, {**RUN, "ckpt.async_save": True, "debug.sigkill_during_save_at_step": 4}, check=False)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    names = os.listdir(wd / "checkpoints")
+    assert "2" in names and "4" not in names and any(n.startswith("4.orbax-checkpoint-tmp") for n in names), names
+    p = run_cli(wd, RUN)
+    assert "resume: ignoring incomplete checkpoint(s) 4.orbax-checkpoint-tmp" in p.stdout
+    assert "resume: step 2 from" in p.stdout
+    cfg = tiny_config(**RUN)
+    step_a, a = _final_params(uninterrupted, cfg)
+    step_b, b = _final_params(wd, cfg)
+    assert step_a == step_b == 6
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
