@@ -135,9 +135,43 @@ def load_model_dir(path: str, dtype: Optional[str] = None) -> ModelDir:
     for name, target in (("generation.json", gen), ("metadata.json", meta)):
         p = os.path.join(path, name)
         if os.path.isfile(p):
-            with open(p) as f:
-                target.update(json.load(f))
+            try:
+                with open(p, encoding="utf-8") as f:
+                    loaded = json.load(f)
+                if not isinstance(loaded, dict):
+                    raise ValueError(f"expected a JSON object, got {type(loaded).__name__}")
+            except (ValueError, OSError) as e:
+                raise ModelDirError(f"{p}: unreadable ({e})") from None
+            target.update(loaded)
     return ModelDir(path=path, config=config, variables=variables, extras=extras, generation=gen, metadata=meta)
+
+
+def check_variables(md: ModelDir) -> None:
+    """ModelDirError (one line) unless ``params.safetensors`` holds exactly the variables, with the
+    shapes, that ``config.json`` describes, and ``vocab.txt`` has the model's vocabulary size: a file
+    edited by hand or swapped in from another model would otherwise fail deep inside the first forward
+    pass, or decode to wrong text."""
+    from ofa_jax.model import abstract_variables
+    from ofa_jax.tokenizer import OFATokenizer
+
+    try:
+        n_vocab = len(OFATokenizer.from_vocab(md.vocab_path))
+    except (ValueError, OSError) as e:
+        raise ModelDirError(f"{md.vocab_path}: {e}") from None
+    if n_vocab != md.config.vocab_size:
+        raise ModelDirError(f"{md.vocab_path}: {n_vocab} tokens (with the <code_*>/<bin_*> ones) where config.json "
+                            f"has vocab_size {md.config.vocab_size}: the vocab of another model?")
+
+    want = {k: tuple(v.shape) for k, v in flatten(abstract_variables(md.config)).items()}
+    have = {k: tuple(np.shape(v)) for k, v in flatten(md.variables).items()}
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = [f"{k} {have[k]} vs {want[k]}" for k in sorted(want) if k in have and have[k] != want[k]]
+    if missing or unexpected or shapes:
+        c = md.config
+        parts = [f"{len(x)} {what} (e.g. {x[0]})" for x, what in ((missing, "missing"), (unexpected, "unexpected"),
+                                                                  (shapes, "with other shapes")) if x]
+        raise ModelDirError(f"{md.path}/{PARAMS_FILE} does not match {md.path}/config.json (d_model {c.d_model}, "
+                            f"{c.encoder_layers}+{c.decoder_layers} layers, {c.resnet_type}): {', '.join(parts)}")
 
 
 def _unbox(tree):

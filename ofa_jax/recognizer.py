@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ofa_jax.decoding import GenerationConfig, make_generate_fn
-from ofa_jax.modeldir import load_model_dir
+from ofa_jax.modeldir import check_variables, load_model_dir
 from ofa_jax.preprocess import ImageError, ImageWarning, resize_and_pad_uint8
 from ofa_jax.tokenizer import OCR_PROMPT, OFATokenizer
 
@@ -105,6 +105,7 @@ class Recognizer:
         if compilation_cache:
             enable_compilation_cache()
         md = load_model_dir(path or BUNDLED_MODEL)
+        check_variables(md)
         g = dict(md.generation)
         for k, v in (("beam_size", beam_size), ("max_len_b", max_len), ("min_len", min_len)):
             if v is not None:
