@@ -193,27 +193,40 @@ class Checkpointer:
         """-> (step, state, data state) of the newest checkpoint that restores, or None if there is none.
 
         A step that is listed but cannot be read (files lost or damaged after it was written, e.g. on a
-        file system without atomic renames) is reported with one line, moved aside to
-        ``corrupt-<step>`` (kept for inspection; Orbax ignores it) and the previous step is tried.
+        file system without atomic renames) is reported with one line and the step before it is tried.
+        Once an older step restores, the unreadable newer ones are moved aside to ``corrupt-<step>``
+        (kept for inspection; Orbax ignores them; the resumed run writes those steps again). If no step
+        restores - typically a model or mesh config other than the run's - nothing is moved and
+        :class:`CheckpointReadError` says so.
         """
         steps = sorted(self.all_steps(), reverse=True)
+        failed = []
         for i, step in enumerate(steps):
             try:
-                return (step, *self.restore(step, abstract_state, data))
+                state, data_state = self.restore(step, abstract_state, data)
             except Exception as e:
+                failed.append(step)
                 reason = _os_reason(e)
                 if i + 1 == len(steps):
-                    raise CheckpointReadError(f"no checkpoint in {self.directory} can be restored; the oldest, step "
-                                              f"{step}: {reason}") from None
+                    raise CheckpointReadError(
+                        f"no checkpoint in {self.directory} can be restored (step {steps[0]}"
+                        f"{' and all older ones' if len(steps) > 1 else ''}; step {step}: {reason}); is the model "
+                        "config the run's? Nothing was moved or deleted") from None
                 log(f"warning: checkpoint step {step} in {self.directory} cannot be restored ({reason}); "
-                    f"moved it to corrupt-{step} and trying step {steps[i + 1]}")
+                    f"trying step {steps[i + 1]}")
+                continue
+            if failed:
                 if jax.process_index() == 0:
-                    aside = os.path.join(self.directory, f"corrupt-{step}")
-                    if os.path.exists(aside):
-                        shutil.rmtree(aside, ignore_errors=True)
-                    os.replace(os.path.join(self.directory, str(step)), aside)
+                    for bad in failed:
+                        aside = os.path.join(self.directory, f"corrupt-{bad}")
+                        if os.path.exists(aside):
+                            shutil.rmtree(aside, ignore_errors=True)
+                        os.replace(os.path.join(self.directory, str(bad)), aside)
                 _sync_processes(f"ofa_jax_ckpt_aside_{step}")
                 self.manager.reload()
+                log(f"warning: step {step} restored; moved the unreadable step(s) "
+                    f"{', '.join(f'{b} to corrupt-{b}' for b in failed)} (kept for inspection)")
+            return step, state, data_state
         return None
 
 

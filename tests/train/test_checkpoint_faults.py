@@ -102,8 +102,9 @@ def test_damaged_complete_step_falls_back_to_the_previous_one(tmp_path):
     step, state, data = c.restore_latest(ABSTRACT, log=lines.append)
     assert step == 2 and data == {"pos": 2}
     np.testing.assert_array_equal(np.asarray(state["w"]), np.asarray(_state(2)["w"]))
-    assert len(lines) == 1 and lines[0].startswith(f"warning: checkpoint step 4 in {d} cannot be restored (")
-    assert lines[0].endswith("moved it to corrupt-4 and trying step 2")
+    assert len(lines) == 2 and lines[0].startswith(f"warning: checkpoint step 4 in {d} cannot be restored (")
+    assert lines[0].endswith("trying step 2")
+    assert lines[1] == "warning: step 2 restored; moved the unreadable step(s) 4 to corrupt-4 (kept for inspection)"
     assert sorted(os.listdir(d)) == ["2", "corrupt-4"] and c.all_steps() == [2]
     c.save(4, _state(4), {"pos": 4})  # the resumed run can write step 4 again
     c.close()
@@ -119,5 +120,21 @@ def test_no_restorable_checkpoint_is_one_clear_error(tmp_path):
             shutil.rmtree(p)
             break
     c = Checkpointer(str(d), keep_best=0, async_save=False)
-    with pytest.raises(CheckpointReadError, match=f"no checkpoint in {d} can be restored; the oldest, step 2: "):
+    with pytest.raises(CheckpointReadError, match=f"no checkpoint in {d} can be restored \\(step 2; step 2: "):
         c.restore_latest(ABSTRACT)
+
+
+def test_a_config_that_fits_no_checkpoint_moves_nothing(tmp_path):
+    """Restarting a workdir with another model config: every step fails to restore. That is not
+    damage: one clear error, and every checkpoint stays where it is."""
+    d = tmp_path / "ckpt"
+    _two_steps(d)
+    other = {"w": jax.ShapeDtypeStruct((256, 512), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    c = Checkpointer(str(d), keep_best=0, async_save=False)
+    lines = []
+    with pytest.raises(CheckpointReadError) as info:
+        c.restore_latest(other, log=lines.append)
+    msg = str(info.value)
+    assert msg.startswith(f"no checkpoint in {d} can be restored (step 4 and all older ones; step 2: ")
+    assert msg.endswith("is the model config the run's? Nothing was moved or deleted") and "\n" not in msg
+    assert sorted(os.listdir(d)) == ["2", "4"] and len(lines) == 1
