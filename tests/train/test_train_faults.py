@@ -19,6 +19,10 @@ from ofa_jax.data.sources import ListSource
 from test_checkpoint_faults import file_size_limit
 
 
+# one encoder and one decoder layer: the same code paths, less to compile
+SMALL = {"model.overrides": {"dropout": 0.1, "encoder_layers": 1, "decoder_layers": 1}}
+
+
 def _restore(workdir, cfg, step):
     s = train.build(cfg, 512)
     ck = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
@@ -33,7 +37,7 @@ def _records(wd):
 
 
 def test_nan_stop_saves_the_last_good_state(tmp_path, capsys):
-    cfg = tiny_config(**{"total_steps": 6, "ckpt.every": 2, "debug.nan_loss_at_steps": (3,)})
+    cfg = tiny_config(**{"total_steps": 6, "ckpt.every": 2, "debug.nan_loss_at_steps": (3,), **SMALL})
     with pytest.raises(FloatingPointError, match="non-finite loss or gradient at step 3"):
         train.train_and_evaluate(cfg, str(tmp_path))
     out = capsys.readouterr().out
@@ -70,7 +74,7 @@ def _messy_source():
 def test_nan_skip_and_data_report(tmp_path, capsys):
     """nan_policy=skip: a NaN loss at step 2 and an infinite gradient at step 4 are skipped and logged;
     the run finishes. The messy data (8 records = one batch = one epoch per step) is counted exactly."""
-    cfg = tiny_config(**{"total_steps": 5, "nan_policy": "skip", "debug.nan_loss_at_steps": (2,),
+    cfg = tiny_config(**{"total_steps": 5, "nan_policy": "skip", "debug.nan_loss_at_steps": (2,), **SMALL,
                          "debug.inf_grad_at_steps": (4,)})
     out = train.train_and_evaluate(cfg, str(tmp_path), train_source=_messy_source())
     assert out["step"] == 5 and out["stopped"] is None
