@@ -259,7 +259,7 @@ class ShardedIterator:
         k = int(cfg.data.get("shards_per_process", 1))
         nproc, pid = jax.process_count(), jax.process_index()
         if cfg.batch_size % (nproc * k):
-            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {nproc} processes x {k} shards")
+            raise DataError(f"batch_size {cfg.batch_size} is not divisible by {nproc} processes x {k} shards")
         self.iters = [make_iterator(source, PipelineConfig(
             batch_size=cfg.batch_size // (nproc * k), image_size=input_size(cfg),
             max_target_tokens=cfg.data.max_target_tokens, train=True, seed=cfg.seed, augment=cfg.data.augment,
@@ -596,7 +596,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     s = build(cfg, len(train_source))
     n_batch_dev = s.mesh.shape["data"] * s.mesh.shape["fsdp"]
     if (cfg.batch_size // cfg.grad_accum_steps) % n_batch_dev:
-        raise ValueError(f"micro-batch {cfg.batch_size // cfg.grad_accum_steps} is not divisible by "
+        raise DataError(f"micro-batch {cfg.batch_size // cfg.grad_accum_steps} is not divisible by "
                          f"data x fsdp = {n_batch_dev}")
     train_iter = ShardedIterator(train_source, cfg, tokenizer)
     import glob as _glob
