@@ -17,7 +17,9 @@ numbers:
 
 Gradient checkpointing (``OFA.remat``): "layers" recomputes each encoder/decoder layer in the
 backward pass instead of storing its activations, "full" also each ResNet Bottleneck block; the
-numbers are unchanged (the same ops run again; dropout masks come from the same rng).
+numbers are unchanged (the same ops run again; dropout masks come from the same rng). It is
+``ofa_jax.remat``, not ``nn.remat``: XLA:CPU drops ``jax.checkpoint``'s barriers and merges the
+recomputation back into the forward pass.
 
 Every parameter carries logical axis names (``nn.with_logical_partitioning``); ``ofa_jax.partitioning``
 maps them to mesh axes. Weights unused by OCR (image-code generation in the decoder) are not model
@@ -35,6 +37,7 @@ import jax.numpy as jnp
 
 from ofa_jax import buckets
 from ofa_jax.config import OFAConfig
+from ofa_jax.remat import remat as _remat
 from ofa_jax.resnet import DropPath, ResNet, block_drop_path_rates
 
 Array = jax.Array
@@ -355,17 +358,17 @@ class Encoder(nn.Module):
         img_idx = buckets.image_bucket_index(gh, gw, c.image_bucket_size)
         mask = (~padding_mask)[:, None, None, :]
 
-        def run(layer, x, bias):
+        def run(layer, x, bias, mask):  # arrays as arguments: a remat'd function must not close over them
             return layer(x, bias, mask, det)
 
         if self.remat != "none":
-            run = nn.remat(run)
+            run = _remat(run)
         for i, layer in enumerate(self.layers):
             t = 0 if c.share_attn_bias else i
             rel_txt = jnp.moveaxis(self.token_rel_pos_table_list[t].embedding[tok_idx], -1, 0)
             rel_img = jnp.moveaxis(self.image_rel_pos_table_list[t].embedding[img_idx], -1, 0)
             bias = abs_bias + _block_diag(rel_img, rel_txt)
-            x = run(layer, x, bias)
+            x = run(layer, x, bias, mask)
         if c.encoder_normalize_before:
             x = self.layer_norm(x).astype(self.dtype)
         return EncoderOutput(hidden=x, padding_mask=padding_mask, pos_embed=pos)
@@ -440,13 +443,13 @@ class Decoder(nn.Module):
         cross_mask = (~enc.padding_mask)[:, None, None, :]
         x = self._embed_tokens(prev_tokens, det)
 
-        def run(layer, x, hidden, self_bias):
+        def run(layer, x, hidden, self_bias, cross_bias, self_mask, cross_mask):  # arrays as arguments (remat)
             return layer(x, None, layer.cross_kv(hidden), self_bias, cross_bias, self_mask, cross_mask, det)
 
         if self.remat != "none":
-            run = nn.remat(run)
+            run = _remat(run)
         for i, layer in enumerate(self.layers):
-            x = run(layer, x, enc.hidden, self_bias[i])
+            x = run(layer, x, enc.hidden, self_bias[i], cross_bias, self_mask, cross_mask)
         return self._logits(x)
 
     def init_cache(self, enc: EncoderOutput, num_hyps: int, max_len: int) -> DecodeCache:

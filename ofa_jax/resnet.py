@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ofa_jax.config import OFAConfig
+from ofa_jax.remat import remat
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # kaiming_normal(fan_out, relu)
 
@@ -91,11 +92,15 @@ class ResNet(nn.Module):
         x = _conv(64, 7, 2, 3, "conv1", self.dtype)(images.astype(self.dtype))
         x = nn.relu(_bn("bn1", frozen, self.dtype)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        block = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat_blocks else Bottleneck  # 2: `train`
+        run = lambda blk, x: blk(x, train)
+        if self.remat_blocks:
+            run = remat(run)
         for stage, (planes, blocks, stride) in enumerate(zip((64, 128, 256), self.config.resnet_layers, (1, 2, 2)), 1):
             rates = block_drop_path_rates(self.config.resnet_drop_path_rate, blocks)
             for i in range(blocks):
                 # The first block of a stage has no drop path in the reference (it ignores dpr[0]).
-                x = block(planes, stride if i == 0 else 1, downsample=(i == 0), drop_path_rate=rates[i] if i else 0.0,
-                               frozen_bn=self.frozen_bn, dtype=self.dtype, name=f"layer{stage}_{i}")(x, train)
+                blk = Bottleneck(planes, stride if i == 0 else 1, downsample=(i == 0),
+                                 drop_path_rate=rates[i] if i else 0.0, frozen_bn=self.frozen_bn, dtype=self.dtype,
+                                 name=f"layer{stage}_{i}")
+                x = run(blk, x)
         return x
