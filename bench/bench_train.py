@@ -1,13 +1,19 @@
 """Train step: ofa-jax vs the ModelScope PyTorch reference (same loss, AdamW, clipping), in the same run.
 
-    python bench/bench_train.py --reference-python .venv-reference/bin/python [--presets tiny base] [--repeats 3]
+    python bench/bench_train.py --reference-python .venv-reference/bin/python [--presets tiny base] [--repeats 3] \
+        [--remat none|layers|full] [--grad-accum K] [--skip-reference-for base]
 
 Batch 8, 480x480 images, 12-token prompt, 32 target tokens, fp32, random weights, BatchNorm frozen on
 both sides (running statistics; OFA's fine-tuning default), dropout 0.1. One step = forward, label-smoothed
 CE (eps 0.1) over non-pad tokens, backward, global-norm clip 1.0, AdamW (lr 5e-5, wd 0.01). Each
 (implementation, preset) runs in its own process so its peak RSS is its own; the median of
 ``--repeats`` timed steps after one warm-up step is reported (JAX compile time separately).
-Achieved GFLOP/s counts 3x the analytic forward FLOPs of bench/flops.py (forward + backward).
+Achieved GFLOP/s counts 3x the analytic forward FLOPs of bench/flops.py (forward + backward; the
+recomputation of ``--remat`` is not counted: it is the price of the memory saved).
+``--remat`` is ofa-jax's gradient checkpointing (``config.model.remat``); ``--grad-accum K`` runs the
+batch of 8 as K sequential micro-batches inside the one jitted step (``config.grad_accum_steps``: the
+same gradient, activations of 8/K images alive at a time). The ofa-jax worker also reports XLA's own
+account of the step's temporary buffers (``temp_gb``).
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ def _inputs():
     return images, src, target, prev
 
 
-def worker_jax(preset, repeats):
+def worker_jax(preset, repeats, remat="none", accum=1):
     import jax
     import jax.numpy as jnp
     sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -54,6 +60,8 @@ def worker_jax(preset, repeats):
     cfg.total_steps = 1000
     cfg.batch_size = BATCH
     cfg.mesh.num_devices = 1
+    cfg.model.remat = remat
+    cfg.grad_accum_steps = accum
     s = train.build(cfg, None)
     state = train.initial_state(cfg, s, lambda m: None)
     images, src, target, prev = _inputs()
@@ -65,6 +73,7 @@ def worker_jax(preset, repeats):
     t0 = time.perf_counter()
     compiled = step.lower(state, batch, rng).compile()
     compile_s = time.perf_counter() - t0
+    temp_gb = compiled.memory_analysis().temp_size_in_bytes / 1e9
     state, m = compiled(state, batch, rng)
     jax.block_until_ready(m)
     times = []
@@ -74,7 +83,8 @@ def worker_jax(preset, repeats):
         jax.block_until_ready((state, m))
         times.append(time.perf_counter() - t0)
     return dict(impl="ofa-jax", median_s=statistics.median(times), times=times, compile_s=compile_s,
-                loss=float(m["loss"]), peak_rss_gb=peak_rss_gb(), jax=jax.__version__)
+                loss=float(m["loss"]), peak_rss_gb=peak_rss_gb(), temp_gb=temp_gb, remat=remat, grad_accum=accum,
+                jax=jax.__version__)
 
 
 def worker_torch(preset, repeats):
@@ -122,8 +132,11 @@ def worker_torch(preset, repeats):
                 peak_rss_gb=peak_rss_gb(), torch=torch.__version__)
 
 
-def run_child(python, impl, preset, repeats):
-    return run_worker(python, __file__, ["--worker", impl, "--preset", preset, "--repeats", repeats], f"{impl} {preset}")
+def run_child(python, impl, preset, repeats, remat="none", accum=1):
+    argv = ["--worker", impl, "--preset", preset, "--repeats", repeats]
+    if impl == "jax":
+        argv += ["--remat", remat, "--grad-accum", accum]
+    return run_worker(python, __file__, argv, f"{impl} {preset}")
 
 
 def main():
@@ -131,12 +144,19 @@ def main():
     ap.add_argument("--reference-python", help="python of the reference env (omit to time ofa-jax only)")
     ap.add_argument("--presets", nargs="+", default=["tiny", "base"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--remat", default="none", choices=["none", "layers", "full"],
+                    help="ofa-jax gradient checkpointing (config.model.remat)")
+    ap.add_argument("--grad-accum", type=int, default=1, help="ofa-jax micro-batches per step (config.grad_accum_steps)")
+    ap.add_argument("--skip-reference-for", nargs="*", default=[],
+                    help="presets whose reference step is not run (e.g. too little free memory for base)")
     ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--preset", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        fn = worker_jax if args.worker == "jax" else worker_torch
-        print(json.dumps(fn(args.preset, args.repeats)))
+        if args.worker == "jax":
+            print(json.dumps(worker_jax(args.preset, args.repeats, args.remat, args.grad_accum)))
+        else:
+            print(json.dumps(worker_torch(args.preset, args.repeats)))
         return
 
     from bench.flops import forward_flops
@@ -145,16 +165,17 @@ def main():
     for preset in args.presets:
         gflop = 3 * BATCH * forward_flops(PRESETS[preset], IMAGE, SRC_LEN, TGT_LEN)["total"] / 1e9
         res = {"preset": preset, "train_gflop_per_step": gflop}
-        res["jax"] = run_child(sys.executable, "jax", preset, args.repeats)
-        if args.reference_python:
+        res["jax"] = run_child(sys.executable, "jax", preset, args.repeats, args.remat, args.grad_accum)
+        if args.reference_python and preset not in args.skip_reference_for:
             res["ref"] = run_child(args.reference_python, "torch", preset, args.repeats)
         rows.append(res)
         print(json.dumps(res), file=sys.stderr, flush=True)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
-          f"{time.strftime('%Y-%m-%d')}; train step batch {BATCH}, {IMAGE}x{IMAGE}, {TGT_LEN} target tokens, fp32\n")
-    print("| preset | ofa-jax s | ref s | time ratio | ofa-jax GFLOP/s | ref GFLOP/s | compile s | "
-          "ofa-jax peak GB | ref peak GB | mem ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"{time.strftime('%Y-%m-%d')}; train step batch {BATCH}, {IMAGE}x{IMAGE}, {TGT_LEN} target tokens, fp32; "
+          f"ofa-jax remat={args.remat}, grad_accum={args.grad_accum}\n")
+    print("| preset | remat | accum | ofa-jax s | ref s | time ratio | ofa-jax GFLOP/s | ref GFLOP/s | compile s | "
+          "XLA temp GB | ofa-jax peak GB | ref peak GB | mem ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         j, ref = r["jax"], r.get("ref")
         g = r["train_gflop_per_step"]
@@ -163,8 +184,9 @@ def main():
         rg = f"{g / ref['median_s']:.1f}" if ref else "-"
         rm = f"{ref['peak_rss_gb']:.2f}" if ref else "-"
         mr = f"{j['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x" if ref else "-"
-        print(f"| {r['preset']} | {j['median_s']:.2f} | {rs} | {ratio} | {g / j['median_s']:.1f} | {rg} | "
-              f"{j['compile_s']:.1f} | {j['peak_rss_gb']:.2f} | {rm} | {mr} |")
+        print(f"| {r['preset']} | {j['remat']} | {j['grad_accum']} | {j['median_s']:.2f} | {rs} | {ratio} | "
+              f"{g / j['median_s']:.1f} | {rg} | {j['compile_s']:.1f} | {j['temp_gb']:.2f} | {j['peak_rss_gb']:.2f} | "
+              f"{rm} | {mr} |")
     print("\n" + json.dumps(rows))
 
 
