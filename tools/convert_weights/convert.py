@@ -51,6 +51,23 @@ def _to_numpy(t):
     return t.detach().cpu().numpy()
 
 
+def _check_zip_crcs(path: str) -> None:
+    """torch.load does not verify the CRC-32 that ``torch.save``'s zip archive stores for every member:
+    damaged tensor bytes would load as wrong weights without a word. Check them first (~1 s per GB)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (pre-1.6) format, or not a checkpoint at all: torch.load reports it
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
+    if bad is not None:
+        raise ConversionError(f"{path}: corrupt: the checksum of {bad} does not match (damaged after it was "
+                              "written: copy or download it again)")
+
+
 def torch_load(path: str):
     """torch.load with weights_only=True; one-line errors for missing/corrupt/unsafe files."""
     if not os.path.isfile(path):
@@ -60,6 +77,7 @@ def torch_load(path: str):
     except ImportError:
         raise ConversionError("reading PyTorch checkpoints needs torch: pip install 'ofa-jax[convert]'") from None
     import argparse
+    _check_zip_crcs(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
