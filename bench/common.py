@@ -12,6 +12,19 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
+def release_freed_host_memory() -> None:
+    """glibc ``malloc_trim(0)``: give the heap pages freed by XLA's compiler (~0.2 GB for the forward,
+    ~1 GB for the train step) back to the OS before the first run allocates its buffers; without it
+    they stay in this process's RSS next to the run's temporaries. No-op where glibc is absent."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_worker(python: str, script: str, argv, what: str) -> dict:
     """Runs ``python script argv...`` (its own process, so peak RSS is its own); returns the JSON it
     prints last. ``what`` names the run in the error message."""

@@ -348,9 +348,9 @@ class Encoder(nn.Module):
         x = jnp.where(padding_mask[..., None], jnp.zeros((), x.dtype), x)
 
         # Absolute positions enter only as an attention bias, shared by all layers and samples.
-        pos_txt = self.pos_ln(self.embed_positions.embedding[:n_txt])
-        pos_img = self.image_pos_ln(self.embed_image_positions.embedding[
-            buckets.image_position_ids(gh, gw, c.image_bucket_size)])
+        pos_txt = self.pos_ln(_f32(self.embed_positions.embedding[:n_txt]))
+        pos_img = self.image_pos_ln(_f32(self.embed_image_positions.embedding[
+            buckets.image_position_ids(gh, gw, c.image_bucket_size)]))
         pos = jnp.concatenate([pos_img, pos_txt], axis=0)
         abs_bias = _abs_pos_bias(self.pos_q_linear(pos), self.pos_k_linear(pos), c.encoder_attention_heads,
                                  c.d_model, c.attn_scale_factor)
@@ -406,7 +406,7 @@ class Decoder(nn.Module):
     def _biases(self, enc_pos, length):
         """Self (L,H,T,T) and cross (H,T,N) attention biases for positions 0..length-1."""
         c = self.config
-        pos = self.pos_ln(self.embed_positions.embedding[:length])
+        pos = self.pos_ln(_f32(self.embed_positions.embedding[:length]))
         heads, d, f = c.decoder_attention_heads, c.d_model, c.attn_scale_factor
         self_abs = _abs_pos_bias(self.self_pos_q_linear(pos), self.self_pos_k_linear(pos), heads, d, f)
         cross = _abs_pos_bias(self.cross_pos_q_linear(pos), self.cross_pos_k_linear(enc_pos), heads, d, f)
@@ -495,6 +495,44 @@ class Decoder(nn.Module):
             new_v.append(written["v"])
         cache = cache.replace(index=idx + 1, self_k=tuple(new_k), self_v=tuple(new_v))
         return self._logits(x), cache
+
+
+def _f32(x):
+    """Position tables in float32 (at least): the position biases are computed in float32 even when the
+    weights are stored in bfloat16 (``cast_params``)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def cast_params(variables, dtype=jnp.bfloat16):
+    """Inference weights in ``dtype`` (half the memory with bfloat16); ``batch_stats`` stay float32.
+
+    ``OFA(config)`` (float32 compute) runs on them unchanged: every op promotes its weight to float32,
+    so activations, attention biases and logits stay float32 and only the weights are rounded.
+    """
+    out = dict(variables)
+    out["params"] = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                                 variables["params"])
+    return out
+
+
+def apply_in_chunks(fn, chunk: int, *args):
+    """``fn(*args)`` over the leading (batch) axis of ``args``, ``chunk`` rows at a time (``lax.map``).
+
+    The same numbers as one call on the whole batch, with the activations of ``chunk`` rows alive at a
+    time: on a CPU, batch 8 in chunks of 1 needs the temporaries of batch 1 and is not slower (the
+    batch-1 working set stays in cache). A batch that is not a multiple of ``chunk`` is padded with
+    copies of its last row. ``chunk`` 0 or >= batch: one call. Keep the batch unsplit when it is
+    sharded over several devices (each device then runs its own rows).
+    """
+    b = args[0].shape[0]
+    if not chunk or chunk >= b:
+        return fn(*args)
+    n = -(-b // chunk)
+    pad = n * chunk - b
+    xs = tuple((jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a).reshape((n, chunk) + a.shape[1:])
+               for a in args)
+    out = jax.lax.map(lambda x: fn(*x), xs)
+    return jax.tree.map(lambda o: o.reshape((n * chunk,) + o.shape[2:])[:b], out)
 
 
 def _lookup(embed: nn.Embed, tokens, pad_id):
