@@ -141,11 +141,12 @@ class RenderedLines:
     deterministic per (seed, split, index)). For from-scratch CPU runs and tests, where a full
     6,763-character GB2312 corpus would need far more compute than a laptop has.
 
-    ``synth:chars=0123456789,min=1,max=4,n=20000,seed=0,fontmin=20,fontmax=32`` (all optional).
+    ``synth:chars=0123456789,min=1,max=4,n=20000,seed=0,fontmin=20,fontmax=32,font=FILE`` (all
+    optional; ``font``: a font file name, default the first CJK font found).
     """
 
     def __init__(self, spec: str, split: str):
-        kw = dict(chars="0123456789", min="1", max="4", n="10000", seed="0", fontmin="20", fontmax="32")
+        kw = dict(chars="0123456789", min="1", max="4", n="10000", seed="0", fontmin="20", fontmax="32", font="")
         for part in filter(None, spec.split(",")):
             k, _, v = part.partition("=")
             if k not in kw:
@@ -156,6 +157,11 @@ class RenderedLines:
         fonts = render.find_cjk_fonts()
         if not fonts:
             raise RuntimeError("synth: no CJK font found (pip install paperang-p2-fonts-cjk)")
+        if kw["font"]:  # a font file name: the same pixels whatever other fonts are installed
+            named = [f for f in fonts if os.path.basename(f) == kw["font"]]
+            if not named:
+                raise RuntimeError(f"synth: font {kw['font']!r} not found (have: {', '.join(map(os.path.basename, fonts))})")
+            fonts = named
         self.font = fonts[0]
         self.chars, self.lo, self.hi = kw["chars"], int(kw["min"]), int(kw["max"])
         self.n = int(kw["n"]) if split == "train" else max(1, int(kw["n"]) // 20)

@@ -5,7 +5,7 @@ import pytest
 from helpers import tiny_config, train_losses
 from ofa_jax import train
 
-DIGITS = "synth:chars=0123456789,min=1,max=2,n=4000,seed=0,fontmin=22,fontmax=30"
+DIGITS = "synth:chars=0123456789,min=1,max=2,n=4000,seed=0,fontmin=22,fontmax=30,font=wqy-microhei.ttc"
 
 
 def test_loss_goes_down(tmp_path):
