@@ -17,7 +17,6 @@ slope over the samples after that warm-up), peak RSS, images/s.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -117,7 +116,6 @@ def run(n: int = 2000, batch_size: int = 8, size: int = 160, beam: int = 5, max_
         samples = []  # (images done, rss MB)
         failed = ok = 0
         after_first = None
-        t0 = time.perf_counter()
         for b, start in enumerate(range(0, len(paths), batch_size)):
             chunk = paths[start:start + batch_size]
             for r in rec(chunk):

@@ -11,9 +11,9 @@ from ofa_jax import buckets
 from ofa_jax.config import PRESETS
 from ofa_jax.modeldir import flatten, load_model_dir
 from ofa_jax.testing import load_manifest, random_state_dict
-from tools.convert_weights import ConversionError, convert, export_pytorch, mapping
+from tools.convert_weights import convert, export_pytorch, mapping
 from tools.convert_weights.__main__ import main as cli
-from tools.convert_weights.convert import BUNDLED_VOCAB, _expected_shapes, state_dict_to_variables
+from tools.convert_weights.convert import BUNDLED_VOCAB, _expected_shapes
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 

@@ -1,7 +1,6 @@
 """Logical axis rules: sharded forward passes equal the single-device one (8 fake CPU devices)."""
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
