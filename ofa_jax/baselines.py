@@ -23,7 +23,6 @@ class RapidOCRRecognizer:
         except ImportError:
             raise ImportError("--engine rapidocr needs `pip install rapidocr onnxruntime`") from None
         self.engine = RapidOCR()
-        self.name = "RapidOCR (PP-OCR recogniser, ONNX)"
 
     def __call__(self, images) -> list[Result]:
         out = []

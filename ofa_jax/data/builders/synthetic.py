@@ -20,6 +20,7 @@ never rendered for train.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -75,22 +76,26 @@ class OcrSyntheticZh(ArrayRecordBuilder):
 
     # ------------------------------------------------------------------ fonts and text per split
 
+    @functools.cached_property
+    def _tokenizer(self):
+        from ofa_jax.tokenizer import OFATokenizer
+
+        return OFATokenizer.default()
+
+    @functools.cached_property
+    def _char_in_vocab(self) -> dict:
+        return {}
+
     def in_vocab(self, text: str) -> bool:
         """False if ``in_vocab_only`` and some character of ``text`` tokenizes to ``<unk>``: ~1 in 6
         random GB2312 lines has a level-2 character bert-base-chinese lacks, which no OFA model can
         output; training on them teaches ``<unk>``, and testing on them scores every engine wrong."""
         if not self.builder_config.in_vocab_only:
             return True
-        known = self.__dict__.setdefault("_char_known", {})
         for ch in text:
-            ok = known.get(ch)
+            ok = self._char_in_vocab.get(ch)
             if ok is None:
-                tok = self.__dict__.get("_tokenizer")
-                if tok is None:
-                    from ofa_jax.tokenizer import OFATokenizer
-
-                    tok = self.__dict__["_tokenizer"] = OFATokenizer.default()
-                ok = known[ch] = ch.isspace() or tok.unk_id not in tok.encode(ch)
+                ok = self._char_in_vocab[ch] = ch.isspace() or self._tokenizer.unk_id not in self._tokenizer.encode(ch)
             if not ok:
                 return False
         return True
