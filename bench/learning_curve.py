@@ -36,7 +36,8 @@ def curve(workdir: str, every: int) -> str:
         r = rows[step]
         if step % every and "acc" not in r and step != last:
             continue
-        wall_s = f"{r['wall'] / 3600:.2f} h" if "wall" in r else ""
+        wall_s = "" if "wall" not in r else (f"{r['wall'] / 3600:.2f} h" if r["wall"] >= 3600
+                                             else f"{r['wall'] / 60:.1f} min")
         loss = f"{r['loss']:.3f}" if "loss" in r else ""
         nll = f"{r['nll']:.3f}" if "nll" in r else ""
         acc = f"{100 * r['acc']:.1f}%" if "acc" in r else ""

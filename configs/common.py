@@ -60,7 +60,7 @@ def base() -> ml_collections.ConfigDict:
     c.mesh.num_devices = 0            # 0: all devices
 
     c.ckpt = ml_collections.ConfigDict()
-    c.ckpt.every = 1000
+    c.ckpt.every = 1000               # steps between checkpoints (<= 0: only at the end and on preemption)
     c.ckpt.keep = 3
     c.ckpt.keep_best = 1
     c.ckpt.best_metric = "acc"
@@ -68,7 +68,7 @@ def base() -> ml_collections.ConfigDict:
     c.ckpt.async_save = True
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.every = 1000
+    c.eval.every = 1000               # steps between validations (<= 0: only at the end)
     c.eval.batch_size = 8
     c.eval.beam_size = 5
     c.eval.max_len = 64

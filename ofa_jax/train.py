@@ -419,6 +419,12 @@ class MetricWriter:
             self.tb.close()
 
 
+def _due(step: int, every: int) -> bool:
+    """Every ``every`` steps; ``every <= 0``: only at the end of the run (and, for checkpoints, on
+    preemption or after a validation)."""
+    return every > 0 and step % every == 0
+
+
 def _fmt_time(s: float) -> str:
     s = int(max(0, s))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -659,7 +665,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
         pending.append(m)
         n_log += 1
         is_last = step == s.total_steps
-        if step % cfg.log.every == 0 or is_last:
+        if _due(step, cfg.log.every) or is_last:
             host = jax.device_get(pending)
             pending = []
             dt = time.perf_counter() - t_log
@@ -695,7 +701,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
             ckpt.wait()
             os.kill(os.getpid(), signal.SIGKILL)
         val_metrics = None
-        if generate is not None and (step % cfg.eval.every == 0 or is_last):
+        if generate is not None and (_due(step, cfg.eval.every) or is_last):
             t0 = time.perf_counter()
             variables = {"params": state.params, "batch_stats": state.batch_stats}
             r = evaluate(generate, variables, val_source, cfg, tokenizer, s.mesh, src_tokens)
@@ -706,7 +712,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
                 f"normalisation, {time.perf_counter() - t0:.1f}s); e.g. " +
                 "; ".join(f"{g!r} -> {p!r}" for g, p in r["examples"]))
         preempted = pre.synced()
-        if step % cfg.ckpt.every == 0 or is_last or preempted or val_metrics is not None:
+        if _due(step, cfg.ckpt.every) or is_last or preempted or val_metrics is not None:
             ckpt.save(step, state, train_iter.get_state(), metrics=val_metrics)
             if step == kill_in_save_at:  # tests: die like kill -9 while the (async) save is being written
                 _kill_when_writing(ckpt.directory, step)
@@ -733,7 +739,7 @@ def _kill_when_writing(directory: str, step: int, timeout: float = 60.0):
 # ----------------------------------------------------------------------------- export
 
 
-def export(cfg, workdir: str, out: str, which: str = "best") -> int:
+def export(cfg, workdir: str, out: str, which: str = "best", dtype: str = "float32") -> int:
     """Best (by validation metric; falls back to last) or last checkpoint -> an ofa-jax model dir."""
     from ofa_jax.modeldir import load_model_dir, save_model_dir
 
@@ -756,7 +762,7 @@ def export(cfg, workdir: str, out: str, which: str = "best") -> int:
     generation.update(patch_image_size=size if isinstance(size, int) else list(size), prompt=cfg.prompt,
                       beam_size=int(cfg.eval.beam_size), max_len_b=int(cfg.eval.max_len))
     if jax.process_index() == 0:
-        save_model_dir(out, s.mcfg, variables, vocab, generation=generation, extras=extras,
+        save_model_dir(out, s.mcfg, variables, vocab, generation=generation, extras=extras, dtype=dtype,
                        metadata={"source": "ofa_jax.train", "step": int(step), "which": which})
     return step
 
@@ -787,6 +793,8 @@ def main(argv=None):
     flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, TensorBoard)")
     flags.DEFINE_string("export", None, "export a checkpoint of --workdir to this model dir and exit")
     flags.DEFINE_enum("export_which", "best", ["best", "last"], "which checkpoint --export writes")
+    flags.DEFINE_enum("export_dtype", "float32", ["float32", "bfloat16"],
+                      "parameter dtype --export writes (bfloat16 halves the dir; BatchNorm statistics stay float32)")
     flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host)")
     flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT of process 0")
     flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
@@ -806,8 +814,8 @@ def main(argv=None):
                                        num_processes=flags_.num_processes, process_id=flags_.process_id)
         cfg = flags_.config
         if flags_.export:
-            step = export(cfg, flags_.workdir, flags_.export, flags_.export_which)
-            print(f"exported step {step} ({flags_.export_which}) to {flags_.export}")
+            step = export(cfg, flags_.workdir, flags_.export, flags_.export_which, flags_.export_dtype)
+            print(f"exported step {step} ({flags_.export_which}, {flags_.export_dtype}) to {flags_.export}")
             return 0
         try:
             out = train_and_evaluate(cfg, flags_.workdir)

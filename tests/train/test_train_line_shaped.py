@@ -32,3 +32,24 @@ def test_line_shaped_train_export_decode(tmp_path):
     stats = np.concatenate([np.ravel(v) for v in __import__("jax").tree_util.tree_leaves(
         rec.variables.get("batch_stats", {}))])
     assert stats.size and not np.allclose(stats, np.round(stats))
+
+
+def test_every_zero_means_at_the_end_and_bf16_export(tmp_path):
+    """``eval.every``/``ckpt.every`` <= 0: validate and save only at the end (was a ZeroDivisionError);
+    ``export(dtype="bfloat16")`` halves the float parameters and keeps BatchNorm statistics float32."""
+    import ml_dtypes
+    from safetensors.numpy import load_file
+
+    from helpers import SYNTH
+
+    cfg = tiny_config(total_steps=3, **{"data.val": SYNTH, "eval.every": 0, "eval.max_examples": 8,
+                                         "eval.beam_size": 1, "eval.max_len": 4, "ckpt.every": 0})
+    wd, out = tmp_path / "run", tmp_path / "model"
+    train.train_and_evaluate(cfg, str(wd))
+    recs = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "val/acc" in r] == [3]
+    assert sorted(p.name for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == ["3"]
+    train.export(cfg, str(wd), str(out), which="last", dtype="bfloat16")
+    flat = load_file(str(out / "params.safetensors"))
+    assert {a.dtype for k, a in flat.items() if k.startswith("params/")} == {np.dtype(ml_dtypes.bfloat16)}
+    assert {a.dtype for k, a in flat.items() if k.startswith("batch_stats/")} <= {np.dtype(np.float32)}
