@@ -12,6 +12,29 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux: ``5`` to /proc/self/clear_refs resets VmHWM), so that a
+    run's peak can be read without the compiler's transient peak before it. False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def window_peak_rss_gb() -> float:
+    """Peak RSS since the last `reset_peak_rss` (VmHWM), or the process's whole-life peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024 ** 2
+    except OSError:
+        pass
+    return peak_rss_gb()
+
+
 def release_freed_host_memory() -> None:
     """glibc ``malloc_trim(0)``: give the heap pages freed by XLA's compiler (~0.2 GB for the forward,
     ~1 GB for the train step) back to the OS before the first run allocates its buffers; without it

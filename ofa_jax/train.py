@@ -290,6 +290,13 @@ class ShardedIterator:
 # ----------------------------------------------------------------------------- train step
 
 
+def _after(x, dep):
+    """``x``, computed only once ``dep`` is: ``x + 0`` where the 0 (``min(|dep|, 0)``, cast to x's dtype)
+    is one no compiler proves to be zero (the trick of `ofa_jax.remat`)."""
+    zero = jnp.minimum(jnp.abs(dep), 0).astype(jnp.float32)
+    return (x.astype(jnp.float32) + zero).astype(x.dtype) if x.dtype == jnp.uint8 else x + zero.astype(x.dtype)
+
+
 def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
     """``step(state, batch, base_rng) -> (state, metrics)`` (pure; jit it with shardings)."""
     accum = int(cfg.grad_accum_steps)
@@ -298,6 +305,13 @@ def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
     nan_loss_at = tuple(int(x) for x in (debug.get("nan_loss_at_steps") or ()))
     inf_grad_at = tuple(int(x) for x in (debug.get("inf_grad_at_steps") or ()))
     train_bn = cfg.model.train_bn
+    # XLA:CPU runs the convolutions inside a scan's loop body 5-12x slower than the same ones unrolled
+    # (bench/RESULTS_train.md), so on CPU the micro-batches are unrolled; elsewhere a scan keeps the
+    # compiled program (and compile time) the size of one micro-batch.
+    loop = cfg.get("grad_accum_loop", "auto")
+    if loop not in ("auto", "scan", "unroll"):
+        raise ValueError(f"grad_accum_loop must be auto, scan or unroll, got {loop!r}")
+    unroll = loop == "unroll" or (loop == "auto" and jax.default_backend() == "cpu")
 
     def micro_loss(params, batch_stats, mb, rng):
         images = lut[mb["image"]]
@@ -346,8 +360,13 @@ def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
 
         z = jnp.zeros((), jnp.float32)
         carry = (jax.tree.map(jnp.zeros_like, state.params), z, z, state.batch_stats)
-        if accum == 1:
-            carry, _ = one(carry, (jax.tree.map(lambda a: a[0], mbs), 0))
+        if accum == 1 or unroll:
+            for i in range(accum):
+                mb = jax.tree.map(lambda a: a[i], mbs)
+                if i:  # order the micro-batches: else XLA may hold all their activations at once
+                    done = sum(leaf.ravel()[0] for leaf in jax.tree.leaves(carry[0]))  # all of i-1's gradients
+                    mb = dict(mb, image=_after(mb["image"], done))
+                carry, _ = one(carry, (mb, i))
         else:
             carry, _ = jax.lax.scan(one, carry, (mbs, jnp.arange(accum)))
         grads, loss, nll_sum, new_bs = carry

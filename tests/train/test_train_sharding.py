@@ -27,11 +27,13 @@ def test_mesh_losses_match_single_device(tmp_path, single, mesh):
 
 
 def test_grad_accumulation_matches_full_batch(tmp_path):
-    """Without dropout (micro-batches draw their own masks), 2 micro-batches of 4 == one batch of 8."""
+    """Without dropout (micro-batches draw their own masks), 2 micro-batches of 4 == one batch of 8,
+    looped with a scan or unrolled (the CPU default, its micro-batches ordered by a data dependency)."""
     runs = []
-    for accum in (1, 2):
-        wd = tmp_path / f"accum{accum}"
-        train.train_and_evaluate(tiny_config(grad_accum_steps=accum, total_steps=2, **{"model.overrides": {"dropout": 0.0}}),
-                                 str(wd))
+    for accum, loop in ((1, "auto"), (2, "scan"), (2, "unroll")):
+        wd = tmp_path / f"accum{accum}{loop}"
+        train.train_and_evaluate(tiny_config(grad_accum_steps=accum, grad_accum_loop=loop, total_steps=2,
+                                             **{"model.overrides": {"dropout": 0.0}}), str(wd))
         runs.append(train_losses(wd))
     np.testing.assert_allclose(runs[1], runs[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(runs[2], runs[0], atol=1e-5, rtol=0)
