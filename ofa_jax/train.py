@@ -206,7 +206,10 @@ def load_config_source(cfg, which: str):
                             "or synth:...)")
         return None
     try:
-        return load_source(spec, split, cfg.data.get("data_dir"))
+        source = load_source(spec, split, cfg.data.get("data_dir"))
+        if hasattr(source, "decoded"):  # render: sources: hand clean lines over as pixels, not PNG bytes
+            source.decoded = True
+        return source
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise DataError(f"{what} data {spec} (split {split}): {msg}") from None

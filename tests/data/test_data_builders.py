@@ -233,6 +233,27 @@ def test_render_source_equals_the_built_dataset(tmp_path):
         load_eval_source("render:colour=red", "train")
 
 
+def test_render_source_decoded_gives_the_same_training_elements():
+    """Training reads `render:` lines with ``decoded=True`` (clean lines as pixels, no PNG round trip):
+    the pipeline's elements (augmentation included) are the same as from the encoded records."""
+    from ofa_jax.data import pipeline
+    from ofa_jax.data.sources import load_eval_source
+    from ofa_jax.tokenizer import OFATokenizer
+
+    spec = "render:mixed,max_chars=6,degraded_fraction=0.5,n=12"
+    encoded, decoded = load_eval_source(spec, "train"), load_eval_source(spec, "train")
+    decoded.decoded = True
+    kinds = {type(decoded[i]["image"]) for i in range(len(decoded))}
+    assert kinds == {bytes, np.ndarray}  # degraded lines keep their JPEG bytes
+    cfg = pipeline.PipelineConfig(batch_size=4, image_size=(32, 128), max_target_tokens=8, train=True, seed=3)
+    tok = OFATokenizer.default()
+    it_a, it_b = pipeline.make_iterator(encoded, cfg, tok), pipeline.make_iterator(decoded, cfg, tok)
+    for _ in range(3):  # one epoch: every line once
+        a, b = next(it_a), next(it_b)
+        for key in a:
+            assert np.array_equal(a[key], b[key]), key
+
+
 def test_synthetic_lines_stay_in_the_ofa_vocabulary():
     from ofa_jax.data.sources import load_eval_source
     from ofa_jax.tokenizer import OFATokenizer

@@ -152,7 +152,9 @@ class OcrSyntheticZh(ArrayRecordBuilder):
             rng = np.random.default_rng([cfg.seed, SPLITS.index(split), i])
             yield f"{i:09d}", self.make_example(rng, fonts, pool, randoms, exclude, f"{split}-{i:09d}")
 
-    def make_example(self, rng, fonts, pool, randoms, exclude, uid):
+    def make_example(self, rng, fonts, pool, randoms, exclude, uid, encode_clean: bool = True):
+        """One example; ``encode_clean=False`` leaves a clean line's image as its uint8 pixels instead of
+        PNG bytes (lossless, so the same pixels; degraded lines keep their JPEG, part of the degradation)."""
         cfg = self.builder_config
         for _ in range(100):
             if pool and (not randoms or rng.random() < cfg.fixed_text_fraction):
@@ -177,8 +179,10 @@ class OcrSyntheticZh(ArrayRecordBuilder):
         if degraded:
             lo, hi = opts.jpeg_quality
             data = render.encode_image(img, "JPEG", quality=int(rng.integers(lo, hi + 1)))
-        else:
+        elif encode_clean:
             data = render.encode_image(img, "PNG")
+        else:
+            data = np.asarray(img, dtype=np.uint8)
         return {"id": uid, "image": data, "text": text, "font": render.font_key(font),
                 "degraded": degraded}
 
@@ -241,6 +245,9 @@ class RenderedSynthetic:
         pools, self.randoms = self.builder.text_pools()
         self.pool = pools[split]
         self.exclude = load_eval_exclude()
+        # True: clean lines come as pixels (train.py sets it: skips a PNG encode + decode per line, ~25%
+        # of the cost of a line; the pipeline sees the same pixels). False: records as a build writes them.
+        self.decoded = False
 
     def __len__(self) -> int:
         return self.cfg.num_examples[SPLITS.index(self.split)]
@@ -251,4 +258,4 @@ class RenderedSynthetic:
             raise IndexError(i)
         rng = np.random.default_rng([self.cfg.seed, SPLITS.index(self.split), i])
         return self.builder.make_example(rng, self.fonts, self.pool, self.randoms, self.exclude,
-                                         f"{self.split}-{i:09d}")
+                                         f"{self.split}-{i:09d}", encode_clean=not self.decoded)
