@@ -6,10 +6,11 @@ inputs) with a batch of 256 and rendering spread over worker processes.
     python -m ofa_jax.train --config configs/ocr_zh_small_gpu.py --workdir runs/zh_small_gpu \
         --config.total_steps=N --export DIR --export_dtype bfloat16
 
-Rendering is the bottleneck on a GPU (about 250 lines/s per CPU core, decode and augmentation
-included): ``data.num_workers`` should be the host's cores minus one. ``total_steps`` sets the length
-of the linear learning-rate decay, so choose it from the time you have: steps = lines/s x seconds / 256
-(``bench/RESULTS.md`` records the run that produced ``ofa_jax/models/ofa-ocr-zh-small``).
+Rendering is the bottleneck on a GPU (about 150 lines/s per worker on the 16 vCPUs of the H200
+machine used, decode and augmentation included): ``data.num_workers`` is the host's cores minus one.
+``total_steps`` sets the length of the linear learning-rate decay, so choose it from the time you
+have: steps = lines/s x seconds / 256 (``tools/offline_gpu_run/run.sh`` measures the rate first;
+``bench/RESULTS.md`` records its run).
 """
 import os
 import sys

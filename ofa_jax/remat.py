@@ -24,6 +24,12 @@ def _inexact(a) -> bool:
     return hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact)
 
 
+def exact_zero(dep):
+    """``min(|dep[0]|, 0)``: zero (NaN when ``dep`` is), but no compiler can prove it, so whatever it is
+    added to waits for ``dep`` and cannot be merged with work that does not."""
+    return jnp.minimum(jnp.abs(jnp.ravel(dep)[0]), 0)
+
+
 def checkpoint_tied(fn):
     """``fn(*args)`` with its activations recomputed in the backward pass (see the module docstring).
 
@@ -48,7 +54,7 @@ def _tied(fn):
 
     def bwd(args, g):
         probe = next(leaf for leaf in jax.tree.leaves(g) if _inexact(leaf) and leaf.size)
-        tie = jnp.minimum(jnp.abs(probe.reshape(-1)[0]), 0)
+        tie = exact_zero(probe)
         args = jax.tree.map(lambda a: a + tie.astype(a.dtype) if _inexact(a) else a, args)
         return jax.vjp(fn, *args)[1](g)
 

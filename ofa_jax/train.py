@@ -69,6 +69,7 @@ from ofa_jax.data.report import DataError, DataReport
 from ofa_jax.config import OFAConfig, get_config
 from ofa_jax.model import OFA, init_params
 from ofa_jax.preprocess import image_hw
+from ofa_jax.remat import exact_zero
 
 
 # ----------------------------------------------------------------------------- state
@@ -294,9 +295,9 @@ class ShardedIterator:
 
 
 def _after(x, dep):
-    """``x``, computed only once ``dep`` is: ``x + 0`` where the 0 (``min(|dep|, 0)``, cast to x's dtype)
-    is one no compiler proves to be zero (the trick of `ofa_jax.remat`)."""
-    zero = jnp.minimum(jnp.abs(dep), 0).astype(jnp.float32)
+    """``x``, available only once ``dep`` is computed (`ofa_jax.remat.exact_zero` added; uint8 pixels
+    through float32, where the sum is exact)."""
+    zero = exact_zero(dep).astype(jnp.float32)
     return (x.astype(jnp.float32) + zero).astype(x.dtype) if x.dtype == jnp.uint8 else x + zero.astype(x.dtype)
 
 
