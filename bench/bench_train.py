@@ -1,7 +1,7 @@
 """Train step: ofa-jax vs the ModelScope PyTorch reference (same loss, AdamW, clipping), in the same run.
 
     python bench/bench_train.py --reference-python .venv-reference/bin/python [--presets tiny base] [--repeats 3] \
-        [--remat none|layers|full] [--grad-accum K] [--skip-reference-for base]
+        [--remat none|layers|full] [--grad-accum K] [--accum-loop host unroll] [--skip-reference-for base]
 
 Batch 8, 480x480 images, 12-token prompt, 32 target tokens, fp32, random weights, BatchNorm frozen on
 both sides (running statistics; OFA's fine-tuning default), dropout 0.1. One step = forward, label-smoothed
@@ -11,8 +11,9 @@ CE (eps 0.1) over non-pad tokens, backward, global-norm clip 1.0, AdamW (lr 5e-5
 Achieved GFLOP/s counts 3x the analytic forward FLOPs of bench/flops.py (forward + backward; the
 recomputation of ``--remat`` is not counted: it is the price of the memory saved).
 ``--remat`` is ofa-jax's gradient checkpointing (``config.model.remat``); ``--grad-accum K`` runs the
-batch of 8 as K sequential micro-batches inside the one jitted step (``config.grad_accum_steps``: the
-same gradient, activations of 8/K images alive at a time). The ofa-jax worker also reports XLA's own
+batch of 8 as K sequential micro-batches (``config.grad_accum_steps``: the same gradient, activations
+of 8/K images alive at a time); ``--accum-loop`` how (``config.grad_accum_loop``: on CPU "auto" is a
+Python loop over one jitted micro-batch program, "unroll" all K in one program). The ofa-jax worker also reports XLA's own
 account of the step's temporary buffers (``temp_gb``).
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _inputs():
     return images, src, target, prev
 
 
-def worker_jax(preset, repeats, remat="none", accum=1):
+def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto"):
     import jax
     import jax.numpy as jnp
     sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -63,31 +64,50 @@ def worker_jax(preset, repeats, remat="none", accum=1):
     cfg.mesh.num_devices = 1
     cfg.model.remat = remat
     cfg.grad_accum_steps = accum
+    cfg.grad_accum_loop = accum_loop
     s = train.build(cfg, None)
     state = train.initial_state(cfg, s, lambda m: None)
     images, src, target, prev = _inputs()
-    step = jax.jit(train.make_train_step(s.model, s.tx, cfg, src[:1], jnp.asarray(NORMALIZE_LUT)),
-                   donate_argnums=(0,))
     batch = {"image": jnp.asarray(images), "target": jnp.asarray(target), "prev_output_tokens": jnp.asarray(prev),
              "target_mask": jnp.asarray(target != 1)}
     rng = jax.random.PRNGKey(1)
-    t0 = time.perf_counter()
-    compiled = step.lower(state, batch, rng).compile()
-    compile_s = time.perf_counter() - t0
-    temp_gb = compiled.memory_analysis().temp_size_in_bytes / 1e9
+    lut = jnp.asarray(NORMALIZE_LUT)
+    loop = train.accum_loop(cfg) if accum > 1 else "one program"
+    if loop == "host":  # three small programs driven from Python (the CPU default for accum > 1)
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        rep = NamedSharding(s.mesh, P())
+        compiled = train.make_host_accum_step(s.model, s.tx, cfg, src[:1], lut, s.state_shardings,
+                                              {k: rep for k in batch}, rep)
+        step_args = (state.params, train._StepParts(s.model, s.tx, cfg, src[:1], lut).start(state, batch)[0], batch,
+                     rng, state.step, jnp.float32(1), jnp.int32(0))
+        t0 = time.perf_counter()
+        temp_gb = compiled.micro.lower(*step_args).compile().memory_analysis().temp_size_in_bytes / 1e9
+        del step_args
+        state, m = compiled(state, batch, rng)  # compiles the three programs (and runs one step)
+        jax.block_until_ready(m)
+        compile_s = time.perf_counter() - t0  # minus one step's time below
+    else:
+        step = jax.jit(train.make_train_step(s.model, s.tx, cfg, src[:1], lut), donate_argnums=(0,))
+        t0 = time.perf_counter()
+        compiled = step.lower(state, batch, rng).compile()
+        compile_s = time.perf_counter() - t0
+        temp_gb = compiled.memory_analysis().temp_size_in_bytes / 1e9
     release_freed_host_memory()  # the compiler's freed heap (~1 GB for this program) back to the OS
     reset_peak_rss()  # run peak: from here (warm-up step included), without the compiler's own peak
-    state, m = compiled(state, batch, rng)
-    jax.block_until_ready(m)
+    if loop != "host":  # (the host loop's first call was its warm-up step)
+        state, m = compiled(state, batch, rng)
+        jax.block_until_ready(m)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         state, m = compiled(state, batch, rng)
         jax.block_until_ready((state, m))
         times.append(time.perf_counter() - t0)
+    if loop == "host":
+        compile_s -= statistics.median(times)
     return dict(impl="ofa-jax", median_s=statistics.median(times), times=times, compile_s=compile_s,
                 loss=float(m["loss"]), peak_rss_gb=peak_rss_gb(), run_peak_gb=window_peak_rss_gb(), temp_gb=temp_gb,
-                remat=remat, grad_accum=accum,
+                remat=remat, grad_accum=accum, accum_loop=loop,
                 jax=jax.__version__)
 
 
@@ -138,10 +158,10 @@ def worker_torch(preset, repeats):
                 peak_rss_gb=peak_rss_gb(), run_peak_gb=window_peak_rss_gb(), torch=torch.__version__)
 
 
-def run_child(python, impl, preset, repeats, remat="none", accum=1):
+def run_child(python, impl, preset, repeats, remat="none", accum=1, accum_loop="auto"):
     argv = ["--worker", impl, "--preset", preset, "--repeats", repeats]
     if impl == "jax":
-        argv += ["--remat", remat, "--grad-accum", accum]
+        argv += ["--remat", remat, "--grad-accum", accum, "--accum-loop", accum_loop]
     return run_worker(python, __file__, argv, f"{impl} {preset}")
 
 
@@ -154,6 +174,8 @@ def main():
                     help="ofa-jax gradient checkpointing (config.model.remat); several: one row each")
     ap.add_argument("--grad-accum", type=int, nargs="+", default=[1],
                     help="ofa-jax micro-batches per step (config.grad_accum_steps); several: one row each")
+    ap.add_argument("--accum-loop", nargs="+", default=["auto"], choices=["auto", "host", "unroll", "scan"],
+                    help="how micro-batches run (config.grad_accum_loop; auto = host on CPU); several: one row each")
     ap.add_argument("--skip-reference-for", nargs="*", default=[],
                     help="presets whose reference step is not run (e.g. too little free memory for base)")
     ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
@@ -161,7 +183,7 @@ def main():
     args = ap.parse_args()
     if args.worker:
         if args.worker == "jax":
-            print(json.dumps(worker_jax(args.preset, args.repeats, args.remat[0], args.grad_accum[0])))
+            print(json.dumps(worker_jax(args.preset, args.repeats, args.remat[0], args.grad_accum[0], args.accum_loop[0])))
         else:
             print(json.dumps(worker_torch(args.preset, args.repeats)))
         return
@@ -176,18 +198,19 @@ def main():
             ref = run_child(args.reference_python, "torch", preset, args.repeats)
         for remat in args.remat:
             for accum in args.grad_accum:
-                res = {"preset": preset, "train_gflop_per_step": gflop}
-                res["jax"] = run_child(sys.executable, "jax", preset, args.repeats, remat, accum)
-                if ref:
-                    res["ref"] = ref
-                rows.append(res)
-                print(json.dumps(res), file=sys.stderr, flush=True)
+                for loop in (args.accum_loop if accum > 1 else ["auto"]):
+                    res = {"preset": preset, "train_gflop_per_step": gflop}
+                    res["jax"] = run_child(sys.executable, "jax", preset, args.repeats, remat, accum, loop)
+                    if ref:
+                        res["ref"] = ref
+                    rows.append(res)
+                    print(json.dumps(res), file=sys.stderr, flush=True)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
           f"{time.strftime('%Y-%m-%d')}; train step batch {BATCH}, {IMAGE}x{IMAGE}, {TGT_LEN} target tokens, fp32\n")
-    print("| preset | remat | accum | ofa-jax s | ref s | time ratio | ofa-jax GFLOP/s | ref GFLOP/s | compile s | "
+    print("| preset | remat | accum | loop | ofa-jax s | ref s | time ratio | ofa-jax GFLOP/s | ref GFLOP/s | compile s | "
           "XLA temp GB | ofa-jax peak GB | ref peak GB | mem ratio | ofa-jax run peak GB | ref run peak GB | "
           "run mem ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         j, ref = r["jax"], r.get("ref")
         g = r["train_gflop_per_step"]
@@ -198,7 +221,7 @@ def main():
         mr = f"{j['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x" if ref else "-"
         run_ref = f"{ref['run_peak_gb']:.2f}" if ref else "-"
         run_ratio = f"{j['run_peak_gb'] / ref['run_peak_gb']:.2f}x" if ref else "-"
-        print(f"| {r['preset']} | {j['remat']} | {j['grad_accum']} | {j['median_s']:.2f} | {rs} | {ratio} | "
+        print(f"| {r['preset']} | {j['remat']} | {j['grad_accum']} | {j.get('accum_loop', '-')} | {j['median_s']:.2f} | {rs} | {ratio} | "
               f"{g / j['median_s']:.1f} | {rg} | {j['compile_s']:.1f} | {j['temp_gb']:.2f} | {j['peak_rss_gb']:.2f} | "
               f"{rm} | {mr} | {j['run_peak_gb']:.2f} | {run_ref} | {run_ratio} |")
     print("\n" + json.dumps(rows))

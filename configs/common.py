@@ -33,7 +33,7 @@ def base() -> ml_collections.ConfigDict:
 
     c.batch_size = 8                  # global, over all processes and devices
     c.grad_accum_steps = 1            # the batch is split into this many sequential micro-batches
-    c.grad_accum_loop = "auto"        # "scan", "unroll" or "auto" (unroll on CPU, where XLA's loops are slow)
+    c.grad_accum_loop = "auto"        # "host", "scan", "unroll" or "auto" (host on CPU, scan elsewhere; train.accum_loop)
     c.total_steps = 0                 # 0: derived from num_epochs and the training set size
     c.num_epochs = 0.0
 

@@ -301,89 +301,88 @@ def _after(x, dep):
     return (x.astype(jnp.float32) + zero).astype(x.dtype) if x.dtype == jnp.uint8 else x + zero.astype(x.dtype)
 
 
-def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
-    """``step(state, batch, base_rng) -> (state, metrics)`` (pure; jit it with shardings)."""
-    accum = int(cfg.grad_accum_steps)
-    eps, use_rdrop, alpha = cfg.loss.label_smoothing, cfg.loss.rdrop, cfg.loss.rdrop_alpha
-    debug = cfg.get("debug", {})
-    nan_loss_at = tuple(int(x) for x in (debug.get("nan_loss_at_steps") or ()))
-    inf_grad_at = tuple(int(x) for x in (debug.get("inf_grad_at_steps") or ()))
-    train_bn = cfg.model.train_bn
-    # XLA:CPU runs the convolutions inside a scan's loop body 5-12x slower than the same ones unrolled
-    # (bench/RESULTS_train.md), so on CPU the micro-batches are unrolled; elsewhere a scan keeps the
-    # compiled program (and compile time) the size of one micro-batch.
-    loop = cfg.get("grad_accum_loop", "auto")
-    if loop not in ("auto", "scan", "unroll"):
-        raise ValueError(f"grad_accum_loop must be auto, scan or unroll, got {loop!r}")
-    unroll = loop == "unroll" or (loop == "auto" and jax.default_backend() == "cpu")
+class _StepParts:
+    """The pieces of one train step, shared by the one-program step (`make_train_step`) and the
+    host-driven gradient accumulation (`make_host_accum_step`), so both compute the same thing:
 
-    def micro_loss(params, batch_stats, mb, rng):
-        images = lut[mb["image"]]
-        tgt, prev, mask = mb["target"], mb["prev_output_tokens"], mb["target_mask"]
-        if use_rdrop:  # the two copies get different dropout masks (one forward over the doubled batch)
-            images, tgt, prev = (jnp.concatenate([a, a]) for a in (images, tgt, prev))
-            mask = jnp.concatenate([mask, mask])
-        src = jnp.broadcast_to(src_tokens, (images.shape[0], src_tokens.shape[-1]))
-        variables = {"params": params, "batch_stats": batch_stats}
-        if train_bn:
-            logits, upd = model.apply(variables, images, src, prev, train=True, rngs={"dropout": rng},
-                                      mutable=["batch_stats"])
-            new_bs = upd["batch_stats"]
-        else:
-            logits = model.apply(variables, images, src, prev, train=True, rngs={"dropout": rng})
-            new_bs = batch_stats
-        loss_sum, nll_sum, n = losses.label_smoothed_nll(logits, tgt, mask, eps)
-        kl = jnp.zeros((), jnp.float32)
-        if use_rdrop:
-            half = logits.shape[0] // 2
-            kl = losses.rdrop_kl(logits[:half], logits[half:], mask[:half])
-        return loss_sum, (nll_sum, n, kl, new_bs)
+    * ``start(state, batch) -> (carry, n_total)``: zero gradients, the batch's token count;
+    * ``micro(params, carry, mb, rng, n_total) -> carry``: add one micro-batch's loss and gradients;
+    * ``finish(state, carry, n_total) -> (state, metrics)``: clip/AdamW update, the non-finite guard.
 
-    def objective(params, batch_stats, mb, rng, n_total):
-        """This micro-batch's share of the whole batch's loss (token mean uses the batch total)."""
-        loss_sum, (nll_sum, n, kl, bs) = micro_loss(params, batch_stats, mb, rng)
-        return loss_sum / n_total + alpha * kl, (nll_sum, bs)
+    ``carry = (gradient sum, loss, nll sum, batch_stats)``; micro-batch ``i`` uses dropout rng
+    ``fold_in(fold_in(base_rng, step), i)`` however the loop is run.
+    """
 
-    val_grad = jax.value_and_grad(objective, has_aux=True)
+    def __init__(self, model: OFA, tx, cfg, src_tokens, lut):
+        self.accum = int(cfg.grad_accum_steps)
+        self.tx = tx
+        eps, use_rdrop, alpha = cfg.loss.label_smoothing, cfg.loss.rdrop, cfg.loss.rdrop_alpha
+        self.use_rdrop = use_rdrop
+        debug = cfg.get("debug", {})
+        self.nan_loss_at = tuple(int(x) for x in (debug.get("nan_loss_at_steps") or ()))
+        self.inf_grad_at = tuple(int(x) for x in (debug.get("inf_grad_at_steps") or ()))
+        train_bn = cfg.model.train_bn
 
-    def step(state: TrainState, batch, base_rng):
-        rng = jax.random.fold_in(base_rng, state.step)
-        b = batch["image"].shape[0]
-        if b % accum:
-            raise ValueError(f"batch {b} is not divisible by grad_accum_steps={accum}")
+        def micro_loss(params, batch_stats, mb, rng):
+            images = lut[mb["image"]]
+            tgt, prev, mask = mb["target"], mb["prev_output_tokens"], mb["target_mask"]
+            if use_rdrop:  # the two copies get different dropout masks (one forward over the doubled batch)
+                images, tgt, prev = (jnp.concatenate([a, a]) for a in (images, tgt, prev))
+                mask = jnp.concatenate([mask, mask])
+            src = jnp.broadcast_to(src_tokens, (images.shape[0], src_tokens.shape[-1]))
+            variables = {"params": params, "batch_stats": batch_stats}
+            if train_bn:
+                logits, upd = model.apply(variables, images, src, prev, train=True, rngs={"dropout": rng},
+                                          mutable=["batch_stats"])
+                new_bs = upd["batch_stats"]
+            else:
+                logits = model.apply(variables, images, src, prev, train=True, rngs={"dropout": rng})
+                new_bs = batch_stats
+            loss_sum, nll_sum, n = losses.label_smoothed_nll(logits, tgt, mask, eps)
+            kl = jnp.zeros((), jnp.float32)
+            if use_rdrop:
+                half = logits.shape[0] // 2
+                kl = losses.rdrop_kl(logits[:half], logits[half:], mask[:half])
+            return loss_sum, (nll_sum, n, kl, new_bs)
+
+        def objective(params, batch_stats, mb, rng, n_total):
+            """This micro-batch's share of the whole batch's loss (token mean uses the batch total)."""
+            loss_sum, (nll_sum, n, kl, bs) = micro_loss(params, batch_stats, mb, rng)
+            return loss_sum / n_total + alpha * kl, (nll_sum, bs)
+
+        self._val_grad = jax.value_and_grad(objective, has_aux=True)
+
+    def start(self, state: TrainState, batch):
         # ModelScope averages over the batch's non-pad tokens (both copies with R-Drop): known upfront,
         # so every micro-batch contributes loss_sum / n_total and the accumulated gradient is exact.
-        n_total = jnp.maximum(jnp.sum(batch["target_mask"]).astype(jnp.float32) * (2 if use_rdrop else 1), 1.0)
-        mbs = jax.tree.map(lambda a: a.reshape((accum, b // accum) + a.shape[1:]), batch)
-
-        def one(carry, xs):
-            g_sum, loss, nll_sum, bs = carry
-            mb, i = xs
-            (obj, (nl, bs)), g = val_grad(state.params, bs, mb, jax.random.fold_in(rng, i), n_total)
-            return (jax.tree.map(jnp.add, g_sum, g), loss + obj, nll_sum + nl, bs), None
-
+        n_total = jnp.maximum(jnp.sum(batch["target_mask"]).astype(jnp.float32) * (2 if self.use_rdrop else 1), 1.0)
         z = jnp.zeros((), jnp.float32)
-        carry = (jax.tree.map(jnp.zeros_like, state.params), z, z, state.batch_stats)
-        if accum == 1 or unroll:
-            for i in range(accum):
-                mb = jax.tree.map(lambda a: a[i], mbs)
-                if i:  # order the micro-batches: else XLA may hold all their activations at once
-                    done = sum(leaf.ravel()[0] for leaf in jax.tree.leaves(carry[0]))  # all of i-1's gradients
-                    mb = dict(mb, image=_after(mb["image"], done))
-                carry, _ = one(carry, (mb, i))
-        else:
-            carry, _ = jax.lax.scan(one, carry, (mbs, jnp.arange(accum)))
+        return (jax.tree.map(jnp.zeros_like, state.params), z, z, state.batch_stats), n_total
+
+    def split(self, batch):
+        """(accum, batch / accum, ...) views of the batch's arrays."""
+        b = batch["image"].shape[0]
+        if b % self.accum:
+            raise ValueError(f"batch {b} is not divisible by grad_accum_steps={self.accum}")
+        return jax.tree.map(lambda a: a.reshape((self.accum, b // self.accum) + a.shape[1:]), batch)
+
+    def micro(self, params, carry, mb, rng, n_total):
+        g_sum, loss, nll_sum, bs = carry
+        (obj, (nl, bs)), g = self._val_grad(params, bs, mb, rng, n_total)
+        return jax.tree.map(jnp.add, g_sum, g), loss + obj, nll_sum + nl, bs
+
+    def finish(self, state: TrainState, carry, n_total):
         grads, loss, nll_sum, new_bs = carry
-        if nan_loss_at:  # tests only (config.debug): a NaN loss (and gradients) at the given steps
-            hit = jnp.isin(state.step + 1, jnp.asarray(nan_loss_at))
+        if self.nan_loss_at:  # tests only (config.debug): a NaN loss (and gradients) at the given steps
+            hit = jnp.isin(state.step + 1, jnp.asarray(self.nan_loss_at))
             loss = jnp.where(hit, jnp.nan, loss)
             grads = jax.tree.map(lambda g: jnp.where(hit, jnp.nan, g), grads)
-        if inf_grad_at:  # tests only: an infinite gradient (finite loss) at the given steps
-            hit = jnp.isin(state.step + 1, jnp.asarray(inf_grad_at))
+        if self.inf_grad_at:  # tests only: an infinite gradient (finite loss) at the given steps
+            hit = jnp.isin(state.step + 1, jnp.asarray(self.inf_grad_at))
             grads = jax.tree.map(lambda g: jnp.where(hit, jnp.inf, g), grads)
         gnorm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
-        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        updates, new_opt = self.tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
         # A non-finite step leaves the state as it was; cfg.nan_policy decides whether the run stops.
         keep = lambda new, old: jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, old)
@@ -394,6 +393,80 @@ def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
                    "finite": finite}
         return new_state, metrics
 
+
+def accum_loop(cfg) -> str:
+    """How the micro-batches of ``cfg.grad_accum_steps`` run: "host", "unroll" or "scan".
+
+    "auto" is "host" on CPU: XLA:CPU runs convolutions inside a scan's loop body 5-12x slower than
+    unrolled, and the unrolled program of K micro-batches is K times larger (for tiny at 480x480 with
+    8 micro-batches its compiled form alone held ~1 GB and took ~95 s to compile; bench/RESULTS_train.md).
+    A Python loop over one jitted micro-batch step costs neither. Elsewhere "auto" is a scan: the loop
+    stays on the device."""
+    loop = cfg.get("grad_accum_loop", "auto")
+    if loop not in ("auto", "host", "scan", "unroll"):
+        raise ValueError(f"grad_accum_loop must be auto, host, scan or unroll, got {loop!r}")
+    if loop == "auto":
+        return "host" if jax.default_backend() == "cpu" else "scan"
+    return loop
+
+
+def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
+    """``step(state, batch, base_rng) -> (state, metrics)`` (pure; jit it with shardings).
+
+    Its micro-batches run unrolled when `accum_loop` says "unroll" or "host" (use
+    `make_host_accum_step` for the latter's one-micro-batch programs), else in a ``lax.scan``."""
+    p = _StepParts(model, tx, cfg, src_tokens, lut)
+    unroll = accum_loop(cfg) in ("unroll", "host")
+
+    def step(state: TrainState, batch, base_rng):
+        rng = jax.random.fold_in(base_rng, state.step)
+        carry, n_total = p.start(state, batch)
+        mbs = p.split(batch)
+
+        def one(carry, xs):
+            mb, i = xs
+            return p.micro(state.params, carry, mb, jax.random.fold_in(rng, i), n_total), None
+
+        if p.accum == 1 or unroll:
+            for i in range(p.accum):
+                mb = jax.tree.map(lambda a: a[i], mbs)
+                if i:  # order the micro-batches: else XLA may hold all their activations at once
+                    done = sum(leaf.ravel()[0] for leaf in jax.tree.leaves(carry[0]))  # all of i-1's gradients
+                    mb = dict(mb, image=_after(mb["image"], done))
+                carry, _ = one(carry, (mb, i))
+        else:
+            carry, _ = jax.lax.scan(one, carry, (mbs, jnp.arange(p.accum)))
+        return p.finish(state, carry, n_total)
+
+    return step
+
+
+def make_host_accum_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, state_shardings, batch_shardings, rep):
+    """``step(state, batch, base_rng) -> (state, metrics)`` as three jitted programs driven from Python:
+    start, one micro-batch (called ``grad_accum_steps`` times, the gradient sum donated), finish (the
+    state donated). The same computation as `make_train_step`'s; only one micro-batch's program and
+    activations exist at a time."""
+    p = _StepParts(model, tx, cfg, src_tokens, lut)
+    carry_sh = (state_shardings.params, rep, rep, state_shardings.batch_stats)
+    start = jax.jit(p.start, in_shardings=(state_shardings, batch_shardings), out_shardings=(carry_sh, rep))
+
+    def micro(params, carry, batch, base_rng, step, n_total, i):
+        mb = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), p.split(batch))
+        rng = jax.random.fold_in(jax.random.fold_in(base_rng, step), i)
+        return p.micro(params, carry, mb, rng, n_total)
+
+    micro = jax.jit(micro, in_shardings=(state_shardings.params, carry_sh, batch_shardings, rep, rep, rep, rep),
+                    out_shardings=carry_sh, donate_argnums=(1,))
+    finish = jax.jit(p.finish, in_shardings=(state_shardings, carry_sh, rep), out_shardings=(state_shardings, rep),
+                     donate_argnums=(0,))
+
+    def step(state: TrainState, batch, base_rng):
+        carry, n_total = start(state, batch)
+        for i in range(p.accum):
+            carry = micro(state.params, carry, batch, base_rng, state.step, n_total, np.int32(i))
+        return finish(state, carry, n_total)
+
+    step.micro = micro  # for benchmarks: its compiled memory_analysis() is the step's activation memory
     return step
 
 
@@ -649,12 +722,15 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
         start = 0
 
     lut = jnp.asarray(_normalize_lut())
-    step_fn = make_train_step(s.model, s.tx, cfg, src_tokens, lut)
     batch_keys = ("image", "target", "prev_output_tokens", "target_mask")
     rep = NamedSharding(s.mesh, P())
     b_shard = {k: partitioning.batch_sharding(s.mesh, 4 if k == "image" else 2) for k in batch_keys}
-    train_step = jax.jit(step_fn, in_shardings=(s.state_shardings, b_shard, rep),
-                         out_shardings=(s.state_shardings, rep), donate_argnums=(0,))
+    if cfg.grad_accum_steps > 1 and accum_loop(cfg) == "host":
+        train_step = make_host_accum_step(s.model, s.tx, cfg, src_tokens, lut, s.state_shardings, b_shard, rep)
+    else:
+        train_step = jax.jit(make_train_step(s.model, s.tx, cfg, src_tokens, lut),
+                             in_shardings=(s.state_shardings, b_shard, rep),
+                             out_shardings=(s.state_shardings, rep), donate_argnums=(0,))
     base_rng = jax.device_put(jax.random.PRNGKey(cfg.seed + 1), rep)
 
     generate = None

@@ -28,12 +28,29 @@ def test_mesh_losses_match_single_device(tmp_path, single, mesh):
 
 def test_grad_accumulation_matches_full_batch(tmp_path):
     """Without dropout (micro-batches draw their own masks), 2 micro-batches of 4 == one batch of 8,
-    looped with a scan or unrolled (the CPU default, its micro-batches ordered by a data dependency)."""
+    looped with a scan, unrolled (micro-batches ordered by a data dependency) or from the host (the
+    CPU default: one jitted micro-batch step called twice)."""
     runs = []
-    for accum, loop in ((1, "auto"), (2, "scan"), (2, "unroll")):
+    for accum, loop in ((1, "auto"), (2, "scan"), (2, "unroll"), (2, "host")):
         wd = tmp_path / f"accum{accum}{loop}"
         train.train_and_evaluate(tiny_config(grad_accum_steps=accum, grad_accum_loop=loop, total_steps=2,
                                              **{"model.overrides": {"dropout": 0.0}}), str(wd))
         runs.append(train_losses(wd))
-    np.testing.assert_allclose(runs[1], runs[0], atol=1e-5, rtol=0)
-    np.testing.assert_allclose(runs[2], runs[0], atol=1e-5, rtol=0)
+    for r in runs[1:]:
+        np.testing.assert_allclose(r, runs[0], atol=1e-5, rtol=0)
+
+
+def test_host_accumulation_equals_one_program_with_dropout(tmp_path):
+    """The host loop draws micro-batch i's dropout masks as the one-program step does, so with dropout
+    on the two give the same losses; also sharded over 4 (fake) devices."""
+    runs = {}
+    meshes = [("unroll", {}), ("host", {})]
+    if jax.device_count() >= 4:  # micro-batches of 4 over data=2 x tensor=2
+        meshes.append(("host", {"mesh.num_devices": 4, "mesh.data": 2, "mesh.tensor": 2}))
+    for i, (loop, mesh) in enumerate(meshes):
+        wd = tmp_path / f"{loop}{i}"
+        train.train_and_evaluate(tiny_config(grad_accum_steps=2, grad_accum_loop=loop, total_steps=3, **mesh), str(wd))
+        runs[i] = train_losses(wd)
+    assert len(runs[0]) == 3 and runs[0][-1] != runs[0][0]
+    for i in range(1, len(meshes)):
+        np.testing.assert_allclose(runs[i], runs[0], atol=1e-5, rtol=0)
