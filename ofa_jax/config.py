@@ -2,8 +2,9 @@
 
 One frozen dataclass is the single source of truth for the model, the converter and the trainer.
 Field names follow ModelScope's ``OFAConfig`` so ``config.json`` files map one to one; fields that
-ModelScope has but OCR checkpoints never turn on (ViT backbones, entangled positions, gamma
-features) are rejected with a clear message instead of being silently ignored.
+ModelScope has but OCR checkpoints never turn on (ViT backbones, gamma features, OFA-Sys mode) are
+rejected with a clear message instead of being silently ignored. Entangled positions (also off in
+the checkpoints) are supported, parity-tested against ModelScope.
 """
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ class OFAConfig:
     share_attn_bias: bool = False
     scale_embedding: bool = False
     share_decoder_input_output_embed: bool = True
+    # Also add the position embeddings to the image/token embeddings (ModelScope's
+    # ``entangle_position_embedding``; off in every released OFA, where positions enter only as
+    # attention biases). Tried for from-scratch line models: it did not speed up learning where the
+    # k-th glyph is (bench/RESULTS.md, "Why the CPU runs stalled"), so our configs leave it off.
+    entangle_position_embedding: bool = False
     activation_function: str = "gelu"
     dropout: float = 0.1
     attention_dropout: float = 0.0
@@ -116,7 +122,7 @@ class OFAConfig:
     def from_modelscope(cls, d: dict[str, Any]) -> "OFAConfig":
         """Builds a config from a ModelScope/transformers ``config.json`` dict."""
         unsupported = {
-            "use_ofasys": False, "entangle_position_embedding": False, "use_gamma_feature": False,
+            "use_ofasys": False, "use_gamma_feature": False, "disable_entangle": False,
             "use_image_feature": True, "interpolate_position": False,
         }
         for key, ok in unsupported.items():
@@ -134,8 +140,7 @@ class OFAConfig:
     def to_modelscope(self) -> dict[str, Any]:
         """The ``config.json`` dict ModelScope's ``OFAConfig(**d)`` accepts for this architecture."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("scale_heads", "drop_path_mode")}
-        d.update(model_type="ofa", architectures=["OFAModel"], use_ofasys=False,
-                 entangle_position_embedding=False, use_image_feature=True,
+        d.update(model_type="ofa", architectures=["OFAModel"], use_ofasys=False, use_image_feature=True,
                  decoder_start_token_id=self.bos_token_id, forced_eos_token_id=self.eos_token_id)
         if not self.scale_heads:
             raise ValueError("ModelScope OFA always has per-head scales (c_attn); scale_heads=False cannot be exported")

@@ -329,6 +329,9 @@ class Encoder(nn.Module):
         scale = c.d_model ** 0.5 if c.scale_embedding else 1.0
         if scale != 1.0:
             img_x = img_x * scale
+        img_pos_ids = buckets.image_position_ids(gh, gw, c.image_bucket_size)
+        if c.entangle_position_embedding:
+            img_x = img_x + self.embed_image_positions.embedding[img_pos_ids].astype(img_x.dtype)
         if c.add_type_embedding:
             img_x = img_x + self.type_embedding.embedding[1].astype(img_x.dtype)
         if c.patch_layernorm_embedding:
@@ -336,6 +339,8 @@ class Encoder(nn.Module):
         img_x = self.dropout(img_x, deterministic=det)
 
         txt_x = _lookup(self.embed_tokens, tokens, c.pad_token_id) * scale
+        if c.entangle_position_embedding:
+            txt_x = txt_x + self.embed_positions.embedding[:n_txt].astype(txt_x.dtype)
         if c.add_type_embedding:
             txt_x = txt_x + self.type_embedding.embedding[0]
         if c.layernorm_embedding:
@@ -349,8 +354,7 @@ class Encoder(nn.Module):
 
         # Absolute positions enter only as an attention bias, shared by all layers and samples.
         pos_txt = self.pos_ln(_f32(self.embed_positions.embedding[:n_txt]))
-        pos_img = self.image_pos_ln(_f32(self.embed_image_positions.embedding[
-            buckets.image_position_ids(gh, gw, c.image_bucket_size)]))
+        pos_img = self.image_pos_ln(_f32(self.embed_image_positions.embedding[img_pos_ids]))
         pos = jnp.concatenate([pos_img, pos_txt], axis=0)
         abs_bias = _abs_pos_bias(self.pos_q_linear(pos), self.pos_k_linear(pos), c.encoder_attention_heads,
                                  c.d_model, c.attn_scale_factor)
@@ -415,11 +419,14 @@ class Decoder(nn.Module):
                                              .embedding[idx], -1, 0) for i in range(c.decoder_layers)]
         return jnp.stack(per_layer), cross
 
-    def _embed_tokens(self, tokens, det):
+    def _embed_tokens(self, tokens, det, positions):
+        """tokens (B,T) at positions (T,) (teacher-forced: 0..T-1; a decode step: its index)."""
         c = self.config
         x = _lookup(self.embed_tokens, tokens, c.pad_token_id)
         if c.scale_embedding:
             x = x * c.d_model ** 0.5
+        if c.entangle_position_embedding:
+            x = x + self.embed_positions.embedding[positions].astype(x.dtype)
         if c.layernorm_embedding:
             x = self.layernorm_embedding(x)
         return self.dropout(x, deterministic=det).astype(self.dtype)
@@ -441,7 +448,7 @@ class Decoder(nn.Module):
         causal = jnp.tril(jnp.ones((t, t), bool))
         self_mask = causal[None, None] & (prev_tokens != c.pad_token_id)[:, None, None, :]
         cross_mask = (~enc.padding_mask)[:, None, None, :]
-        x = self._embed_tokens(prev_tokens, det)
+        x = self._embed_tokens(prev_tokens, det, jnp.arange(t))
 
         def run(layer, x, hidden, self_bias, cross_bias, self_mask, cross_mask):  # arrays as arguments (remat)
             return layer(x, None, layer.cross_kv(hidden), self_bias, cross_bias, self_mask, cross_mask, det)
@@ -472,7 +479,7 @@ class Decoder(nn.Module):
         """tokens (B,K) at position cache.index -> logits (B,K,V) float32, updated cache."""
         b, kk = tokens.shape
         idx, t_max = cache.index, cache.max_len
-        x = self._embed_tokens(tokens, True)
+        x = self._embed_tokens(tokens, True, idx[None])
         causal = jnp.where(jnp.arange(t_max) <= idx, 0.0, jnp.finfo(jnp.float32).min)  # additive, see above
         cross_bias = jax.lax.dynamic_slice_in_dim(cache.cross_bias, idx, 1, axis=2)  # (B,H,1,N), mask folded in
         new_k, new_v = [], []

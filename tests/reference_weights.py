@@ -24,7 +24,7 @@ def reference_state_dict(case: str):
     assert digest(params) == meta["weights_digest"], "numpy RNG drifted: regenerate the fixtures"
     sd = dict(params)
     sd.update({k[len("bn/"):]: v for k, v in data.items() if k.startswith("bn/")})
-    return sd, data, meta, PRESETS[meta["preset"]]
+    return sd, data, meta, PRESETS[meta["preset"]].replace(**meta.get("overrides", {}))
 
 
 def decode_case():
@@ -46,4 +46,4 @@ def decode_case():
             sd[k] = sd[k] * np.float32(meta["branch_scale"])
     for alias in ("decoder.embed_tokens.weight", "decoder.output_projection.weight"):
         sd[alias] = e
-    return sd, data, meta, PRESETS[meta["preset"]]
+    return sd, data, meta, PRESETS[meta["preset"]].replace(**meta.get("overrides", {}))

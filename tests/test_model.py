@@ -36,8 +36,11 @@ def _inputs(b=2, h=64, w=96):
     return images, src
 
 
-def test_incremental_decoding_matches_teacher_forcing(variables):
-    model = OFA(CFG)
+@pytest.mark.parametrize("entangle", [False, True], ids=["bias-positions", "entangled-positions"])
+def test_incremental_decoding_matches_teacher_forcing(variables, entangle):
+    """Also with positions added to the inputs (``entangle_position_embedding``): a decode step adds
+    its own position's embedding."""
+    model = OFA(CFG.replace(entangle_position_embedding=entangle))
     images, src = _inputs()
     enc = apply(model, variables, images, src, method=OFA.encode)
     k, t = 3, 7

@@ -15,7 +15,7 @@ from tools.convert_weights import state_dict_to_variables
 
 from reference_weights import reference_state_dict
 
-CASES = ["micro", "tiny_wide", "tiny_480"]
+CASES = ["micro", "micro_entangle", "tiny_wide", "tiny_480"]
 TOL = 1e-4       # the float32 bar for encoder output and logits
 TOL_F64 = 1e-9   # float64: exact up to summation order
 

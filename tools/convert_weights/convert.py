@@ -156,7 +156,8 @@ def config_from_fairseq(args: dict, sd: dict) -> OFAConfig:
     if bool(g("scale_attn", False)) != bool(g("scale_fc", False)):
         raise ConversionError("fairseq checkpoint sets only one of --scale-attn/--scale-fc; ofa-jax needs both or neither")
     if g("entangle_position_embedding", False):
-        raise ConversionError("fairseq checkpoint uses --entangle-position-embedding, which ofa-jax does not support")
+        raise ConversionError("fairseq checkpoint uses --entangle-position-embedding; ofa-jax supports it only "
+                              "from ModelScope configs (the fairseq variant is not parity-tested)")
     if g("max_source_positions", 1024) != g("max_target_positions", 1024):
         raise ConversionError("fairseq checkpoint has different max_source/target_positions; not supported")
     d = g("encoder_embed_dim")

@@ -31,9 +31,12 @@ from ofa_jax.testing import digest, pixels_to_float, random_state_dict  # noqa: 
 
 PROMPT = [0, 1749, 4279, 681, 4642, 3156, 2103, 3225, 788, 724, 140, 2]  # 图片上的文字是什么?
 
-# case name -> (preset, image (H, W), decoder length, store ResNet features, store float64 outputs)
+# case name -> (preset, image (H, W), decoder length, store ResNet features, store float64 outputs
+#               [, OFAConfig overrides])
 CASES = {
     "micro": ("micro", (64, 160), 9, True, True),
+    # position embeddings added to the inputs (our from-scratch line models; no released checkpoint)
+    "micro_entangle": ("micro", (32, 128), 9, False, True, {"entangle_position_embedding": True}),
     "tiny_wide": ("tiny", (128, 320), 9, False, True),
     "tiny_480": ("tiny", (480, 480), 8, False, False),  # features would be 7 MB; encoder output covers them
 }
@@ -41,8 +44,8 @@ F64_VOCAB_SLICE = 4096  # float64 logits are stored for the first ids only (size
 
 
 
-def ms_config(preset: str) -> MSConfig:
-    return MSConfig(**PRESETS[preset].to_modelscope())
+def ms_config(preset: str, overrides=None) -> MSConfig:
+    return MSConfig(**PRESETS[preset].replace(**(overrides or {})).to_modelscope())
 
 
 def manifest(preset: str) -> dict:
@@ -58,9 +61,9 @@ def manifest(preset: str) -> dict:
     return {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()}
 
 
-def build_model(preset: str, seed: int):
+def build_model(preset: str, seed: int, overrides=None):
     torch.manual_seed(seed)
-    model = OFAModel(ms_config(preset)).eval()
+    model = OFAModel(ms_config(preset, overrides)).eval()
     man = {k: [list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()}
     params = random_state_dict(man, seed)
     sd = model.state_dict()
@@ -90,8 +93,9 @@ def calibrate_bn(model, size, seed):
 
 
 @torch.no_grad()
-def record(case: str, preset: str, size, tgt_len: int, with_resnet: bool, with_f64: bool, seed: int = 0):
-    model, dig = build_model(preset, seed)
+def record(case: str, preset: str, size, tgt_len: int, with_resnet: bool, with_f64: bool, overrides=None,
+           seed: int = 0):
+    model, dig = build_model(preset, seed, overrides)
     bn = calibrate_bn(model, size, seed)
     rng = np.random.default_rng(seed + 2)
     pixels = rng.integers(0, 256, (2,) + tuple(size) + (3,), dtype=np.uint8)  # NHWC, stored as uint8
@@ -120,7 +124,8 @@ def record(case: str, preset: str, size, tgt_len: int, with_resnet: bool, with_f
             arrays["f64/resnet"] = m64.encoder.embed_images(x64).permute(0, 2, 3, 1).numpy()
         model.float()
     arrays.update({f"bn/{k}": v for k, v in bn.items()})
-    meta = dict(case=case, preset=preset, seed=seed, weights_digest=dig, torch=torch.__version__)
+    meta = dict(case=case, preset=preset, seed=seed, weights_digest=dig, torch=torch.__version__,
+                overrides=overrides or {})
     arrays["meta"] = np.array(json.dumps(meta))
     return arrays
 
@@ -141,8 +146,8 @@ def main():
     np.savez_compressed(os.path.join(args.out, "rp_buckets.npz"), token=enc.token_rp_bucket.numpy(),
                         image=enc.image_rp_bucket.numpy())
     for case in args.cases:
-        preset, size, tgt, with_resnet, with_f64 = CASES[case]
-        arrays = record(case, preset, size, tgt, with_resnet, with_f64)
+        preset, size, tgt, with_resnet, with_f64, *overrides = CASES[case]
+        arrays = record(case, preset, size, tgt, with_resnet, with_f64, *overrides)
         np.savez_compressed(os.path.join(args.out, f"model_{case}.npz"), **arrays)
         print("case", case, {k: v.shape for k, v in arrays.items() if not k.startswith("bn/")})
 
