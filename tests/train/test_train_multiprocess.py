@@ -12,12 +12,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from helpers import CONFIG, ROOT, TINY_CLI, cli_args, tiny_config, train_losses
 from ofa_jax import train
 
-pytestmark = pytest.mark.slow  # two fresh processes compile the step: ~1-2 min on 2 cores
 
 
 def _free_port():
