@@ -30,13 +30,10 @@ def get_config():
     c.data.image_size = 64
     c.data.max_target_tokens = 4
     c.data.num_workers = 1          # render in a second process while the step runs
-    c.batch_size = 32
     c.total_steps = 20000
     c.optim.lr = 1e-3
     c.optim.end_lr = 1e-4
     c.optim.warmup_steps = 500
-    c.ckpt.every = 500
     c.eval.every = 2000
-    c.eval.max_examples = 512
     c.eval.max_len = 4
     return c
