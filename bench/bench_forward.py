@@ -73,7 +73,9 @@ def worker_jax(preset, batch, repeats, chunk=0, weights="float32"):
     variables = random_variables(cfg, weights)
     model = OFA(cfg)
     images, src, prev = _inputs(batch)
-    fn = jax.jit(lambda v, *a: apply_in_chunks(lambda *x: model.apply(v, *x), chunk, *a))
+    from ofa_jax.xla_options import compiler_options
+    fn = jax.jit(lambda v, *a: apply_in_chunks(lambda *x: model.apply(v, *x), chunk, *a),
+                 compiler_options=compiler_options())
     t0 = time.perf_counter()
     compiled = fn.lower(variables, images, src, prev).compile()
     compile_s = time.perf_counter() - t0

@@ -88,7 +88,9 @@ def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto"):
         jax.block_until_ready(m)
         compile_s = time.perf_counter() - t0  # minus one step's time below
     else:
-        step = jax.jit(train.make_train_step(s.model, s.tx, cfg, src[:1], lut), donate_argnums=(0,))
+        from ofa_jax.xla_options import compiler_options
+        step = jax.jit(train.make_train_step(s.model, s.tx, cfg, src[:1], lut), donate_argnums=(0,),
+                       compiler_options=compiler_options())
         t0 = time.perf_counter()
         compiled = step.lower(state, batch, rng).compile()
         compile_s = time.perf_counter() - t0

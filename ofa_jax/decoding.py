@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ofa_jax.model import OFA
+from ofa_jax.xla_options import compiler_options
 
 NEG_INF = -jnp.inf
 
@@ -203,4 +204,4 @@ def beam_search(model: OFA, variables, images, src_tokens, gen: GenerationConfig
 
 def make_generate_fn(model: OFA, gen: GenerationConfig, **ids):
     """jit-compiled ``fn(variables, images, src_tokens) -> BeamOutput`` (shapes are static per call)."""
-    return jax.jit(functools.partial(beam_search, model, gen=gen, **ids))
+    return jax.jit(functools.partial(beam_search, model, gen=gen, **ids), compiler_options=compiler_options())

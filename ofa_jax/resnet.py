@@ -19,33 +19,116 @@ from ofa_jax.remat import remat
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # kaiming_normal(fan_out, relu)
 
 
-class Conv1x1(nn.Module):
-    """A 1x1 convolution as a matrix product (same ``kernel`` parameter as ``nn.Conv``: (1, 1, in, out)).
+class Conv(nn.Module):
+    """A bias-free convolution with ``nn.Conv``'s ``kernel`` parameter ((kh, kw, in, out), same init).
 
-    Why: XLA:CPU computes the gradients of a 1x1 ``conv_general_dilated`` ~3.5x slower than those of
-    the equivalent dot (bench/RESULTS_train.md); the forward is the same speed. Stride s keeps every
-    s-th pixel, as the strided 1x1 convolution does.
+    1x1 kernels run as a matrix product: XLA:CPU computes the gradients of a 1x1
+    ``conv_general_dilated`` ~3.5x slower than those of the equivalent dot (bench/RESULTS_train.md);
+    stride s keeps every s-th pixel, as the strided 1x1 convolution does. ``out_scale`` multiplies the
+    kernel's output channels: a frozen BatchNorm folded into the convolution (``FrozenBN``).
     """
     features: int
+    kernel_size: int = 1
     stride: int = 1
+    padding: int = 0
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, out_scale=None):
+        k = self.kernel_size
         kernel = self.param("kernel", nn.with_logical_partitioning(_conv_init, ("conv_h", "conv_w", "conv_in", "conv_out")),
-                            (1, 1, x.shape[-1], self.features), jnp.float32)
-        if self.stride > 1:
-            x = x[:, ::self.stride, ::self.stride]
+                            (k, k, x.shape[-1], self.features), jnp.float32)
+        if out_scale is not None:
+            kernel = kernel * out_scale
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        return jnp.einsum("bhwc,cf->bhwf", x, kernel[0, 0])
+        if k == 1 and self.padding == 0:
+            if self.stride > 1:
+                x = x[:, ::self.stride, ::self.stride]
+            return jnp.einsum("bhwc,cf->bhwf", x, kernel[0, 0])
+        return jax.lax.conv_general_dilated(x, kernel, (self.stride, self.stride), [(self.padding, self.padding)] * 2,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _conv(features, kernel, stride, padding, name, dtype):
-    if kernel == 1 and padding == 0:
-        return Conv1x1(features, stride, dtype=dtype, name=name)
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=[(padding, padding)] * 2,
-                   use_bias=False, dtype=dtype, name=name,
-                   kernel_init=nn.with_logical_partitioning(_conv_init, ("conv_h", "conv_w", "conv_in", "conv_out")))
+    return Conv(features, kernel, stride, padding, dtype=dtype, name=name)
+
+
+class FrozenBN(nn.Module):
+    """A BatchNorm at its running statistics as (scale, shift) per channel, for folding into a conv.
+
+    Same variables as ``nn.BatchNorm`` (params scale/bias, batch_stats mean/var), so checkpoints and
+    ``train_bn`` switch freely. Why: applied after the convolution a frozen BatchNorm costs two passes
+    over the activation (forward and backward) that XLA:CPU does not fuse into the convolution;
+    folded, ``conv(x, w * s) + t`` equals ``(conv(x, w) - mean) * scale / sqrt(var + eps) + bias`` to
+    rounding; the ResNet's training step is faster (bench/RESULTS_train.md).
+    """
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, features: int):
+        mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (features,)).value
+        var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (features,)).value
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("conv_out",)), (features,), jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)), (features,), jnp.float32)
+        s = scale * jax.lax.rsqrt(var + self.epsilon)
+        return s, bias - mean * s
+
+
+def _conv_bn(x, features, kernel, stride, padding, conv_name, bn_name, frozen, dtype, train):
+    """conv then BatchNorm; folded into the conv when training with frozen statistics.
+
+    Only in training: the gain is in the backward pass, and unfolded the forward keeps the
+    reference's order of rounding (fp32 encoder parity 7e-5 unfolded vs 1.3e-4 folded).
+    """
+    conv = _conv(features, kernel, stride, padding, conv_name, dtype)
+    if frozen and train:
+        s, t = FrozenBN(name=bn_name)(features)
+        return conv(x, s) + t.astype(dtype)
+    return _bn(bn_name, frozen, dtype)(conv(x))
+
+
+def max_pool_3x3_s2(x):
+    """torch ``MaxPool2d(3, 2, 1)``: the gradient goes to the first maximum of each window (row-major).
+
+    Why not ``nn.max_pool``: XLA:CPU lowers its gradient (select-and-scatter) to a reduce-window over
+    index arrays, ~3x the forward's time here; this backward is nine masked strided pads.
+    """
+    return _max_pool(x)
+
+
+def _pool_windows(xp, ho, wo):
+    return [jax.lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + 2 * ho - 1, j + 2 * wo - 1, xp.shape[3]), (1, 2, 2, 1))
+            for i in range(3) for j in range(3)]
+
+
+@jax.custom_vjp
+def _max_pool(x):
+    return _max_pool_fwd(x)[0]
+
+
+def _max_pool_fwd(x):
+    y = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return y, (x, y)
+
+
+def _max_pool_bwd(res, g):
+    x, y = res
+    b, h, w, c = x.shape
+    ho, wo = y.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    taken = jnp.zeros(y.shape, bool)
+    dxp = jnp.zeros(xp.shape, g.dtype)
+    for n, win in enumerate(_pool_windows(xp, ho, wo)):
+        i, j = divmod(n, 3)
+        hit = (win == y) & ~taken
+        taken = taken | hit
+        part = jnp.where(hit, g, jnp.zeros((), g.dtype))
+        dxp = dxp + jax.lax.pad(part, jnp.zeros((), g.dtype),
+                                ((0, 0, 0), (i, xp.shape[1] - i - 2 * ho + 1, 1), (j, xp.shape[2] - j - 2 * wo + 1, 1), (0, 0, 0)))
+    return (dxp[:, 1:h + 1, 1:w + 1],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _bn(name, frozen, dtype):
@@ -85,14 +168,13 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        frozen = self.frozen_bn or not train
-        out = nn.relu(_bn("bn1", frozen, self.dtype)(_conv(self.planes, 1, 1, 0, "conv1", self.dtype)(x)))
-        out = nn.relu(_bn("bn2", frozen, self.dtype)(_conv(self.planes, 3, self.stride, 1, "conv2", self.dtype)(out)))
-        out = _bn("bn3", frozen, self.dtype)(_conv(self.planes * 4, 1, 1, 0, "conv3", self.dtype)(out))
+        frozen, dt = self.frozen_bn or not train, self.dtype
+        out = nn.relu(_conv_bn(x, self.planes, 1, 1, 0, "conv1", "bn1", frozen, dt, train))
+        out = nn.relu(_conv_bn(out, self.planes, 3, self.stride, 1, "conv2", "bn2", frozen, dt, train))
+        out = _conv_bn(out, self.planes * 4, 1, 1, 0, "conv3", "bn3", frozen, dt, train)
         identity = x
         if self.downsample:
-            identity = _conv(self.planes * 4, 1, self.stride, 0, "downsample_conv", self.dtype)(x)
-            identity = _bn("downsample_bn", frozen, self.dtype)(identity)
+            identity = _conv_bn(x, self.planes * 4, 1, self.stride, 0, "downsample_conv", "downsample_bn", frozen, dt, train)
         out = DropPath(self.drop_path_rate, "sample", name="drop_path")(out, not train)
         return nn.relu(identity + out)
 
@@ -112,9 +194,8 @@ class ResNet(nn.Module):
     def __call__(self, images, train: bool = False):
         """images: (B, H, W, 3) -> (B, ceil(H/16), ceil(W/16), 1024)."""
         frozen = self.frozen_bn or not train
-        x = _conv(64, 7, 2, 3, "conv1", self.dtype)(images.astype(self.dtype))
-        x = nn.relu(_bn("bn1", frozen, self.dtype)(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = nn.relu(_conv_bn(images.astype(self.dtype), 64, 7, 2, 3, "conv1", "bn1", frozen, self.dtype, train))
+        x = max_pool_3x3_s2(x)
         run = lambda blk, x: blk(x, train)
         if self.remat_blocks:
             run = remat(run)

@@ -70,6 +70,7 @@ from ofa_jax.config import OFAConfig, get_config
 from ofa_jax.model import OFA, init_params
 from ofa_jax.preprocess import image_hw
 from ofa_jax.remat import exact_zero
+from ofa_jax.xla_options import compiler_options
 
 
 # ----------------------------------------------------------------------------- state
@@ -448,7 +449,9 @@ def make_host_accum_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, state
     activations exist at a time."""
     p = _StepParts(model, tx, cfg, src_tokens, lut)
     carry_sh = (state_shardings.params, rep, rep, state_shardings.batch_stats)
-    start = jax.jit(p.start, in_shardings=(state_shardings, batch_shardings), out_shardings=(carry_sh, rep))
+    opts = compiler_options()
+    start = jax.jit(p.start, in_shardings=(state_shardings, batch_shardings), out_shardings=(carry_sh, rep),
+                    compiler_options=opts)
 
     def micro(params, carry, batch, base_rng, step, n_total, i):
         mb = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), p.split(batch))
@@ -456,9 +459,9 @@ def make_host_accum_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, state
         return p.micro(params, carry, mb, rng, n_total)
 
     micro = jax.jit(micro, in_shardings=(state_shardings.params, carry_sh, batch_shardings, rep, rep, rep, rep),
-                    out_shardings=carry_sh, donate_argnums=(1,))
+                    out_shardings=carry_sh, donate_argnums=(1,), compiler_options=opts)
     finish = jax.jit(p.finish, in_shardings=(state_shardings, carry_sh, rep), out_shardings=(state_shardings, rep),
-                     donate_argnums=(0,))
+                     donate_argnums=(0,), compiler_options=opts)
 
     def step(state: TrainState, batch, base_rng):
         carry, n_total = start(state, batch)
@@ -730,7 +733,8 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     else:
         train_step = jax.jit(make_train_step(s.model, s.tx, cfg, src_tokens, lut),
                              in_shardings=(s.state_shardings, b_shard, rep),
-                             out_shardings=(s.state_shardings, rep), donate_argnums=(0,))
+                             out_shardings=(s.state_shardings, rep), donate_argnums=(0,),
+                             compiler_options=compiler_options())
     base_rng = jax.device_put(jax.random.PRNGKey(cfg.seed + 1), rep)
 
     generate = None

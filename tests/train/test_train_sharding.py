@@ -22,7 +22,10 @@ def test_mesh_losses_match_single_device(tmp_path, single, mesh):
     train.train_and_evaluate(cfg, str(tmp_path))
     losses = train_losses(tmp_path)
     assert len(losses) == len(single) == 5
-    np.testing.assert_allclose(losses, single, atol=1e-5, rtol=0)
+    # Within 1e-5 relative (losses ~9-11): sharded reductions sum in another order than one device's,
+    # and XLA:CPU's own reduction loops (ofa_jax/xla_options.py) round differently from YNNPACK's;
+    # measured 2.2e-6 relative at worst.
+    np.testing.assert_allclose(losses, single, rtol=1e-5, atol=0)
     assert losses[-1] < losses[0]
 
 
