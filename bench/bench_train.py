@@ -13,7 +13,7 @@ recomputation of ``--remat`` is not counted: it is the price of the memory saved
 ``--remat`` is ofa-jax's gradient checkpointing (``config.model.remat``); ``--grad-accum K`` runs the
 batch of 8 as K sequential micro-batches (``config.grad_accum_steps``: the same gradient, activations
 of 8/K images alive at a time); ``--accum-loop`` how (``config.grad_accum_loop``: on CPU "auto" is a
-Python loop over one jitted micro-batch program, "unroll" all K in one program). The ofa-jax worker also reports XLA's own
+Python loop over jitted programs of ``--per-call`` micro-batches each (default: 2), "unroll" all K in one program). The ofa-jax worker also reports XLA's own
 account of the step's temporary buffers (``temp_gb``).
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _inputs():
     return images, src, target, prev
 
 
-def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto"):
+def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto", per_call=0):
     import jax
     import jax.numpy as jnp
     sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -65,6 +65,7 @@ def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto"):
     cfg.model.remat = remat
     cfg.grad_accum_steps = accum
     cfg.grad_accum_loop = accum_loop
+    cfg.grad_accum_per_call = per_call
     s = train.build(cfg, None)
     state = train.initial_state(cfg, s, lambda m: None)
     images, src, target, prev = _inputs()
@@ -73,11 +74,13 @@ def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto"):
     rng = jax.random.PRNGKey(1)
     lut = jnp.asarray(NORMALIZE_LUT)
     loop = train.accum_loop(cfg) if accum > 1 else "one program"
+    label = loop
     if loop == "host":  # three small programs driven from Python (the CPU default for accum > 1)
         from jax.sharding import NamedSharding, PartitionSpec as P
         rep = NamedSharding(s.mesh, P())
         compiled = train.make_host_accum_step(s.model, s.tx, cfg, src[:1], lut, s.state_shardings,
                                               {k: rep for k in batch}, rep)
+        label = f"host x{compiled.per_call}"
         step_args = (state.params, compiled.start(state, batch)[0], batch, rng, state.step, jnp.float32(1),
                      jnp.int32(0))
         # (an extra compile of the micro-batch program, outside the timed first call below)
@@ -110,7 +113,7 @@ def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto"):
         compile_s -= statistics.median(times)
     return dict(impl="ofa-jax", median_s=statistics.median(times), times=times, compile_s=compile_s,
                 loss=float(m["loss"]), peak_rss_gb=peak_rss_gb(), run_peak_gb=window_peak_rss_gb(), temp_gb=temp_gb,
-                remat=remat, grad_accum=accum, accum_loop=loop,
+                remat=remat, grad_accum=accum, accum_loop=label,
                 jax=jax.__version__)
 
 
@@ -161,10 +164,10 @@ def worker_torch(preset, repeats):
                 peak_rss_gb=peak_rss_gb(), run_peak_gb=window_peak_rss_gb(), torch=torch.__version__)
 
 
-def run_child(python, impl, preset, repeats, remat="none", accum=1, accum_loop="auto"):
+def run_child(python, impl, preset, repeats, remat="none", accum=1, accum_loop="auto", per_call=0):
     argv = ["--worker", impl, "--preset", preset, "--repeats", repeats]
     if impl == "jax":
-        argv += ["--remat", remat, "--grad-accum", accum, "--accum-loop", accum_loop]
+        argv += ["--remat", remat, "--grad-accum", accum, "--accum-loop", accum_loop, "--per-call", per_call]
     return run_worker(python, __file__, argv, f"{impl} {preset}")
 
 
@@ -179,6 +182,9 @@ def main():
                     help="ofa-jax micro-batches per step (config.grad_accum_steps); several: one row each")
     ap.add_argument("--accum-loop", nargs="+", default=["auto"], choices=["auto", "host", "unroll", "scan"],
                     help="how micro-batches run (config.grad_accum_loop; auto = host on CPU); several: one row each")
+    ap.add_argument("--per-call", type=int, nargs="+", default=[0],
+                    help="host loop: micro-batches unrolled per jitted call (config.grad_accum_per_call; 0 = auto: 2 "
+                         "where it divides --grad-accum); several: one row each")
     ap.add_argument("--skip-reference-for", nargs="*", default=[],
                     help="presets whose reference step is not run (e.g. too little free memory for base)")
     ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
@@ -186,7 +192,8 @@ def main():
     args = ap.parse_args()
     if args.worker:
         if args.worker == "jax":
-            print(json.dumps(worker_jax(args.preset, args.repeats, args.remat[0], args.grad_accum[0], args.accum_loop[0])))
+            print(json.dumps(worker_jax(args.preset, args.repeats, args.remat[0], args.grad_accum[0], args.accum_loop[0],
+                                        args.per_call[0])))
         else:
             print(json.dumps(worker_torch(args.preset, args.repeats)))
         return
@@ -202,12 +209,13 @@ def main():
         for remat in args.remat:
             for accum in args.grad_accum:
                 for loop in (args.accum_loop if accum > 1 else ["auto"]):
-                    res = {"preset": preset, "train_gflop_per_step": gflop}
-                    res["jax"] = run_child(sys.executable, "jax", preset, args.repeats, remat, accum, loop)
-                    if ref:
-                        res["ref"] = ref
-                    rows.append(res)
-                    print(json.dumps(res), file=sys.stderr, flush=True)
+                    for k in (args.per_call if accum > 1 and loop in ("host", "auto") else [1]):
+                        res = {"preset": preset, "train_gflop_per_step": gflop}
+                        res["jax"] = run_child(sys.executable, "jax", preset, args.repeats, remat, accum, loop, k)
+                        if ref:
+                            res["ref"] = ref
+                        rows.append(res)
+                        print(json.dumps(res), file=sys.stderr, flush=True)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
           f"{time.strftime('%Y-%m-%d')}; train step batch {BATCH}, {IMAGE}x{IMAGE}, {TGT_LEN} target tokens, fp32\n")
     print("| preset | remat | accum | loop | ofa-jax s | ref s | time ratio | ofa-jax GFLOP/s | ref GFLOP/s | compile s | "

@@ -372,6 +372,18 @@ class _StepParts:
         (obj, (nl, bs)), g = self._val_grad(params, bs, mb, rng, n_total)
         return jax.tree.map(jnp.add, g_sum, g), loss + obj, nll_sum + nl, bs
 
+    def micro_run(self, params, carry, mbs, indices, rng_of, n_total):
+        """``micro`` on ``mbs[j]`` (micro-batch ``indices[j]``, rng ``rng_of(indices[j])``) for each j,
+        unrolled and ordered: micro-batch j starts once j-1's gradients exist, else XLA may hold all
+        their activations at once."""
+        for j, i in enumerate(indices):
+            mb = jax.tree.map(lambda a: a[j], mbs)
+            if j:
+                done = sum(leaf.ravel()[0] for leaf in jax.tree.leaves(carry[0]))  # all of j-1's gradients
+                mb = dict(mb, image=_after(mb["image"], done))
+            carry = self.micro(params, carry, mb, rng_of(i), n_total)
+        return carry
+
     def finish(self, state: TrainState, carry, n_total):
         grads, loss, nll_sum, new_bs = carry
         if self.nan_loss_at:  # tests only (config.debug): a NaN loss (and gradients) at the given steps
@@ -429,12 +441,7 @@ def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
             return p.micro(state.params, carry, mb, jax.random.fold_in(rng, i), n_total), None
 
         if p.accum == 1 or unroll:
-            for i in range(p.accum):
-                mb = jax.tree.map(lambda a: a[i], mbs)
-                if i:  # order the micro-batches: else XLA may hold all their activations at once
-                    done = sum(leaf.ravel()[0] for leaf in jax.tree.leaves(carry[0]))  # all of i-1's gradients
-                    mb = dict(mb, image=_after(mb["image"], done))
-                carry, _ = one(carry, (mb, i))
+            carry = p.micro_run(state.params, carry, mbs, range(p.accum), lambda i: jax.random.fold_in(rng, i), n_total)
         else:
             carry, _ = jax.lax.scan(one, carry, (mbs, jnp.arange(p.accum)))
         return p.finish(state, carry, n_total)
@@ -444,19 +451,25 @@ def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
 
 def make_host_accum_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, state_shardings, batch_shardings, rep):
     """``step(state, batch, base_rng) -> (state, metrics)`` as three jitted programs driven from Python:
-    start, one micro-batch (called ``grad_accum_steps`` times, the gradient sum donated), finish (the
-    state donated). The same computation as `make_train_step`'s; only one micro-batch's program and
-    activations exist at a time."""
+    start, micro-batches (``cfg.grad_accum_per_call`` of them per call, unrolled; 0 = 2 where that
+    divides ``grad_accum_steps``, else 1; called
+    ``grad_accum_steps / grad_accum_per_call`` times, the gradient sum donated), finish (the state
+    donated). The same computation as `make_train_step`'s; only one micro-batch's activations exist
+    at a time. Why several per call: the unrolled copies share work a lone micro-batch program
+    redoes every call (weight re-layouts), at the price of a larger program."""
     p = _StepParts(model, tx, cfg, src_tokens, lut)
+    k = int(cfg.get("grad_accum_per_call", 0)) or (2 if p.accum % 2 == 0 else 1)  # 0: auto
+    if k < 1 or p.accum % k:
+        raise ValueError(f"grad_accum_per_call={k} must divide grad_accum_steps={p.accum}")
     carry_sh = (state_shardings.params, rep, rep, state_shardings.batch_stats)
     opts = compiler_options()
     start = jax.jit(p.start, in_shardings=(state_shardings, batch_shardings), out_shardings=(carry_sh, rep),
                     compiler_options=opts)
 
-    def micro(params, carry, batch, base_rng, step, n_total, i):
-        mb = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), p.split(batch))
-        rng = jax.random.fold_in(jax.random.fold_in(base_rng, step), i)
-        return p.micro(params, carry, mb, rng, n_total)
+    def micro(params, carry, batch, base_rng, step, n_total, i0):
+        mbs = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i0, k), p.split(batch))
+        rng_of = lambda i: jax.random.fold_in(jax.random.fold_in(base_rng, step), i)
+        return p.micro_run(params, carry, mbs, [i0 + j for j in range(k)], rng_of, n_total)
 
     micro = jax.jit(micro, in_shardings=(state_shardings.params, carry_sh, batch_shardings, rep, rep, rep, rep),
                     out_shardings=carry_sh, donate_argnums=(1,), compiler_options=opts)
@@ -465,11 +478,11 @@ def make_host_accum_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, state
 
     def step(state: TrainState, batch, base_rng):
         carry, n_total = start(state, batch)
-        for i in range(p.accum):
-            carry = micro(state.params, carry, batch, base_rng, state.step, n_total, np.int32(i))
+        for i0 in range(0, p.accum, k):
+            carry = micro(state.params, carry, batch, base_rng, state.step, n_total, np.int32(i0))
         return finish(state, carry, n_total)
 
-    step.start, step.micro = start, micro  # for benchmarks: micro's memory_analysis() is the step's activations
+    step.start, step.micro, step.per_call = start, micro, k  # for benchmarks (micro's memory_analysis())
     return step
 
 

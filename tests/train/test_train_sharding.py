@@ -47,7 +47,7 @@ def test_host_accumulation_equals_one_program_with_dropout(tmp_path):
     """The host loop draws micro-batch i's dropout masks as the one-program step does, so with dropout
     on the two give the same losses; also sharded over 4 (fake) devices."""
     runs = {}
-    meshes = [("unroll", {}), ("host", {})]
+    meshes = [("unroll", {}), ("host", {"grad_accum_per_call": 1}), ("host", {"grad_accum_per_call": 2})]
     if jax.device_count() >= 4:  # micro-batches of 4 over data=2 x tensor=2
         meshes.append(("host", {"mesh.num_devices": 4, "mesh.data": 2, "mesh.tensor": 2}))
     for i, (loop, mesh) in enumerate(meshes):
@@ -57,3 +57,9 @@ def test_host_accumulation_equals_one_program_with_dropout(tmp_path):
     assert len(runs[0]) == 3 and runs[0][-1] != runs[0][0]
     for i in range(1, len(meshes)):
         np.testing.assert_allclose(runs[i], runs[0], atol=1e-5, rtol=0)
+
+
+def test_grad_accum_per_call_must_divide_the_micro_batches(tmp_path):
+    with pytest.raises(ValueError, match="grad_accum_per_call=3 must divide grad_accum_steps=2"):
+        train.train_and_evaluate(tiny_config(grad_accum_steps=2, grad_accum_loop="host", grad_accum_per_call=3,
+                                             total_steps=1), str(tmp_path))
