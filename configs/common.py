@@ -29,6 +29,10 @@ def base() -> ml_collections.ConfigDict:
     c.data.augment = True
     c.data.num_workers = 0
     c.data.bad_records = "skip"       # unreadable records: "skip" (counted, named, no loss) or "error"
+    c.data.replay_reuse = 0.0         # > 0: draw batches from a growing buffer of prepared lines, each line
+                                      # used this many times on average (input-bound accelerators; data/replay.py)
+    c.data.replay_window = 100_000    # lines the batches are drawn from (memory: lines x H x W x 3 bytes)
+    c.data.replay_dir = ""            # where the buffer's files live ("" = the system temp dir)
     c.data.shards_per_process = 1     # >1 only to reproduce a multi-process data split in one process
 
     c.batch_size = 8                  # global, over all processes and devices

@@ -258,6 +258,39 @@ def to_host(x) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def train_pipeline_config(cfg, shard_index: int, shard_count: int):
+    """The training pipeline's settings for shard ``shard_index`` of ``shard_count``."""
+    from ofa_jax.data.pipeline import PipelineConfig
+
+    return PipelineConfig(
+        batch_size=cfg.batch_size // shard_count, image_size=input_size(cfg),
+        max_target_tokens=cfg.data.max_target_tokens, train=True, seed=cfg.seed, augment=cfg.data.augment,
+        num_workers=cfg.data.num_workers, shard_index=shard_index, shard_count=shard_count,
+        bad_records=cfg.data.get("bad_records", "skip"))
+
+
+def make_train_iterator(source, cfg, tokenizer, log=print):
+    """`ShardedIterator`, or with ``data.replay_reuse`` > 0 a `ofa_jax.data.replay.ReplayIterator` over this
+    process's shard (``data.num_workers`` processes prepare its lines)."""
+    reuse = float(cfg.data.get("replay_reuse", 0) or 0)
+    if reuse <= 0:
+        return ShardedIterator(source, cfg, tokenizer)
+    if int(cfg.data.get("shards_per_process", 1)) != 1:
+        raise DataError("data.replay_reuse does not combine with data.shards_per_process > 1")
+    nproc, pid = jax.process_count(), jax.process_index()
+    if cfg.batch_size % nproc:
+        raise DataError(f"batch_size {cfg.batch_size} is not divisible by {nproc} processes")
+    from ofa_jax.data.replay import replay_iterator
+
+    it = replay_iterator(source, train_pipeline_config(cfg, pid, nproc), tokenizer, reuse=reuse,
+                         window=int(cfg.data.get("replay_window", 100_000)), workers=int(cfg.data.num_workers),
+                         stream=pid, directory=cfg.data.get("replay_dir", "") or None)
+    log(f"replay: each line drawn {reuse:g} times on average ({it.fresh} new lines per step of "
+        f"{it.batch_size}), window {it.window} lines ({it.nbytes() / 1e9:.2f} GB under "
+        f"{it._dir_parent or 'the temp dir'}), {it.workers} worker process(es)")
+    return it
+
+
 class ShardedIterator:
     """This process's part of every global batch: ``data.shards_per_process`` grain iterators over
     disjoint shards of the source, concatenated. With k shards per process and N processes, shard
@@ -265,18 +298,14 @@ class ShardedIterator:
     processes with k=1 (what the multi-process test compares against)."""
 
     def __init__(self, source, cfg, tokenizer):
-        from ofa_jax.data.pipeline import PipelineConfig, make_iterator
+        from ofa_jax.data.pipeline import make_iterator
 
         k = int(cfg.data.get("shards_per_process", 1))
         nproc, pid = jax.process_count(), jax.process_index()
         if cfg.batch_size % (nproc * k):
             raise DataError(f"batch_size {cfg.batch_size} is not divisible by {nproc} processes x {k} shards")
-        self.iters = [make_iterator(source, PipelineConfig(
-            batch_size=cfg.batch_size // (nproc * k), image_size=input_size(cfg),
-            max_target_tokens=cfg.data.max_target_tokens, train=True, seed=cfg.seed, augment=cfg.data.augment,
-            num_workers=cfg.data.num_workers, shard_index=pid * k + j, shard_count=nproc * k,
-            bad_records=cfg.data.get("bad_records", "skip")), tokenizer)
-            for j in range(k)]
+        self.iters = [make_iterator(source, train_pipeline_config(cfg, pid * k + j, nproc * k), tokenizer)
+                      for j in range(k)]
 
     def __next__(self):
         parts = [next(it) for it in self.iters]
@@ -722,7 +751,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     if (cfg.batch_size // cfg.grad_accum_steps) % n_batch_dev:
         raise DataError(f"micro-batch {cfg.batch_size // cfg.grad_accum_steps} is not divisible by "
                          f"data x fsdp = {n_batch_dev}")
-    train_iter = ShardedIterator(train_source, cfg, tokenizer)
+    train_iter = make_train_iterator(train_source, cfg, tokenizer, log)
     import glob as _glob
     partial = sorted(os.path.basename(p) for p in _glob.glob(os.path.join(workdir, "checkpoints", "*.orbax-checkpoint-tmp*")))
     if partial:
@@ -838,6 +867,8 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
             break
     ckpt.close()
     writer.close()
+    if hasattr(train_iter, "close"):
+        train_iter.close()
     if stopped and stopped != "preempted":
         raise FloatingPointError(stopped)
     return {"train": last_train, "val": last_val, "step": step, "stopped": stopped}

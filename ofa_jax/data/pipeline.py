@@ -52,7 +52,7 @@ from ofa_jax.tokenizer import OFATokenizer
 
 BOS, PAD, EOS = 0, 1, 2
 
-__all__ = ["PipelineConfig", "make_dataset", "make_iterator", "encode_target", "augment_image",
+__all__ = ["PipelineConfig", "make_dataset", "make_map_dataset", "make_iterator", "encode_target", "augment_image",
            "decode_image", "default_tokenizer", "resize_and_pad_uint8", "BOS", "PAD", "EOS"]
 
 
@@ -262,12 +262,12 @@ def _ensure_absl_flags_parsed():
         flags.FLAGS.mark_as_parsed()
 
 
-def make_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None = None) -> grain.IterDataset:
-    """The grain IterDataset of batches for a record source (see `ofa_jax.data.sources`)."""
+def make_map_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None = None) -> grain.MapDataset:
+    """The random-access grain MapDataset of prepared elements (before batching): element ``j`` is the
+    ``j``-th element the batched pipeline sees in-process, whoever computes it (`ofa_jax.data.replay`)."""
     tokenizer = tokenizer if tokenizer is not None else default_tokenizer()
     augment = cfg.train if cfg.augment is None else cfg.augment
     keep_text = (not cfg.train) if cfg.keep_text is None else cfg.keep_text
-    drop_remainder = cfg.train if cfg.drop_remainder is None else cfg.drop_remainder
     num_epochs = (None if cfg.train else 1) if cfg.num_epochs is None else cfg.num_epochs
 
     ds = grain.MapDataset.source(_GuardedSource(source))
@@ -277,7 +277,13 @@ def make_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None =
         ds = ds.shuffle(seed=cfg.seed)
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
-    ds = ds.random_map(_Guarded(_Prepare(cfg, tokenizer, augment, keep_text), cfg.bad_records), seed=cfg.seed)
+    return ds.random_map(_Guarded(_Prepare(cfg, tokenizer, augment, keep_text), cfg.bad_records), seed=cfg.seed)
+
+
+def make_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None = None) -> grain.IterDataset:
+    """The grain IterDataset of batches for a record source (see `ofa_jax.data.sources`)."""
+    drop_remainder = cfg.train if cfg.drop_remainder is None else cfg.drop_remainder
+    ds = make_map_dataset(source, cfg, tokenizer)
     read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=max(2 * cfg.batch_size, 8))
     it = ds.to_iter_dataset(read)
     it = it.batch(cfg.batch_size, drop_remainder=drop_remainder,

@@ -47,3 +47,26 @@ def write_label_folder(folder, recs, fmt="jsonl"):
 def write_ofasys_tsv(path, recs):
     lines = [f"uid{i}\t{base64.b64encode(img).decode()}\t{text}" for i, (img, text) in enumerate(recs)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class CharTokenizer:
+    """Deterministic stand-in: one id per character (the real tokenizer is tested elsewhere); importable,
+    so worker processes can unpickle it."""
+
+    def encode(self, text):
+        return [4 + (ord(c) % 1000) for c in text if not c.isspace()]
+
+
+class FailingAt:
+    """Random access to ``dataset`` that raises at index ``bad`` (a bug, not a bad record)."""
+
+    def __init__(self, dataset, bad):
+        self.dataset, self.bad = dataset, bad
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, j):
+        if j == self.bad:
+            raise RuntimeError(f"boom at line {j}")
+        return self.dataset[j]

@@ -113,3 +113,24 @@ def test_kill_during_save_resumes_from_last_complete_step(tmp_path, uninterrupte
     assert step_a == step_b == 6
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_replay_kill9_and_resume_is_bit_identical(tmp_path):
+    """With the replay buffer (lines prepared by 2 worker processes, each drawn twice on average) a run
+    killed with -9 and resumed ends with the uninterrupted run's parameters, bit for bit."""
+    run = {**RUN, "data.replay_reuse": 2, "data.replay_window": 32, "data.num_workers": 2,
+           "data.replay_dir": str(tmp_path / "buf")}
+    full = tmp_path / "full"
+    p = run_cli(full, run)
+    assert "replay: each line drawn 2 times on average (4 new lines per step of 8), window 32 lines" in p.stdout + p.stderr
+    wd = tmp_path / "killed"
+    p = run_cli(wd, {**run, "debug.sigkill_at_step": 3}, check=False)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    run_cli(wd, run)
+    cfg = tiny_config(**run)
+    (step_a, a), (step_b, b) = _final_params(full, cfg), _final_params(wd, cfg)
+    assert step_a == step_b == 6
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+    assert train_losses(wd)[-3:] == train_losses(full)[-3:]
+    assert os.listdir(tmp_path / "buf") == []  # the killed run's buffer is removed by the next run
