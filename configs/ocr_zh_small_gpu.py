@@ -7,10 +7,13 @@ inputs) with a batch of 256 and rendering spread over worker processes.
         --config.total_steps=N --export DIR --export_dtype bfloat16
 
 Rendering is the bottleneck on a GPU (about 150 lines/s per worker on the 16 vCPUs of the H200
-machine used, decode and augmentation included): ``data.num_workers`` is the host's cores minus one.
-``total_steps`` sets the length of the linear learning-rate decay, so choose it from the time you
-have: steps = lines/s x seconds / 256 (``tools/offline_gpu_run/run.sh`` measures the rate first;
-``bench/RESULTS.md`` records its run).
+machine used, decode and augmentation included): ``data.num_workers`` is the host's cores minus one,
+and the replay buffer (``data.replay_reuse``, `ofa_jax.data.replay`) lets the GPU draw each rendered
+line several times (4 on average here) from a window of the last 200,000 lines (6.1 GB of 32x320
+images in the temp dir) instead of waiting for new ones. Set the factor to GPU rate / rendering rate
+(``tools/offline_gpu_run/probe.py`` measures both); 0 turns replay off. ``total_steps`` sets the
+length of the linear learning-rate decay, so choose it from the time you have: steps = lines/s x
+seconds / 256 (``tools/offline_gpu_run/run.sh`` does; ``bench/RESULTS.md`` records its runs).
 """
 import os
 import sys
@@ -28,6 +31,8 @@ def get_config():
     c.optim.lr = 1e-3
     c.optim.warmup_steps = 500
     c.data.num_workers = max(1, (os.cpu_count() or 2) - 1)
+    c.data.replay_reuse = 4.0
+    c.data.replay_window = 200_000
     c.mesh.data = -1
     c.ckpt.every = 1000
     c.eval.every = 1000

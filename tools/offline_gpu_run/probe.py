@@ -1,13 +1,61 @@
-"""Check the fonts, measure the training input rate, write total_steps for the time budget.
+"""Check the fonts, measure the input and train-step rates, write the run's step count and replay factor.
 
-    python tools/offline_gpu_run/probe.py SECONDS BATCHES OUT_FILE   (run by run.sh)
+    python tools/offline_gpu_run/probe.py CONFIG SECONDS BATCHES OUT_FILE   (run by run.sh)
+
+OUT_FILE gets ``STEPS REUSE``: ``REUSE`` = train-step rate / rendering rate (each rendered line drawn that
+many times on average, `ofa_jax.data.replay`; 1 when rendering keeps up; at most ``MAX_REUSE``, default 8,
+or ``REUSE`` from the environment), ``STEPS`` = what the slower of the two allows in SECONDS, so the
+learning rate decays over the time the run has.
 """
-import importlib.util, os, sys, time
+import importlib.util
+import os
+import sys
+import time
+
+
+def say(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def step_rate(cfg, n_steps=20):
+    """Lines/s of the config's train step alone (random batch of its shape, one device program)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from ofa_jax import train
+    from ofa_jax.preprocess import NORMALIZE_LUT, image_hw
+    from ofa_jax.tokenizer import OFATokenizer
+
+    cfg = cfg.copy_and_resolve_references()
+    cfg.total_steps = 1000
+    s = train.build(cfg, None)
+    state = train.initial_state(cfg, s, lambda m: None)
+    h, w = image_hw(train.input_size(cfg))
+    b, t = cfg.batch_size, cfg.data.max_target_tokens + 1
+    rng = np.random.default_rng(0)
+    target = rng.integers(4, 21000, (b, t)).astype(np.int32)
+    target[:, -1] = 2
+    prev = np.concatenate([np.zeros((b, 1), np.int32), target[:, :-1]], axis=1)
+    keys = ("image", "target", "prev_output_tokens", "target_mask")
+    batch = train.global_batch({"image": rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8), "target": target,
+                                "prev_output_tokens": prev, "target_mask": target != 1}, s.mesh, keys)
+    src = np.asarray(OFATokenizer.default().encode_prompt(cfg.prompt), np.int32)[None]
+    step = jax.jit(train.make_train_step(s.model, s.tx, cfg, src, jnp.asarray(NORMALIZE_LUT)), donate_argnums=(0,))
+    key = jax.random.PRNGKey(0)
+    t0 = time.time()
+    state, m = step(state, batch, key)
+    jax.block_until_ready(m)
+    say(f"train step compiled and ran once in {time.time() - t0:.1f}s")
+    t0 = time.time()
+    for _ in range(n_steps):
+        state, m = step(state, batch, key)
+    jax.block_until_ready(m)
+    return n_steps * b / (time.time() - t0)
 
 
 def main():
-    budget_s, batches = float(sys.argv[1]), int(sys.argv[2])
-    spec = importlib.util.spec_from_file_location("c", "configs/ocr_zh_small_gpu.py")
+    config, budget_s, batches, out = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    spec = importlib.util.spec_from_file_location("c", config)
     m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); cfg = m.get_config()
     from ofa_jax import train
     from ofa_jax.data import render
@@ -15,22 +63,29 @@ def main():
     fonts = [render.font_key(f) for f in render.find_cjk_fonts()]
     want = ['NotoSansCJK-Bold.ttc', 'NotoSansCJK-Regular.ttc', 'NotoSerifCJK-Bold.ttc', 'NotoSerifCJK-Regular.ttc',
             'gbsn00lp.ttf', 'gkai00mp.ttf', 'ukai.ttc', 'uming.ttc', 'wqy-microhei.ttc', 'wqy-zenhei.ttc']
-    print("fonts", fonts, file=sys.stderr)
+    say("fonts", fonts)
     assert fonts == want, fonts
-    print("workers", cfg.data.num_workers, "batch", cfg.batch_size, file=sys.stderr)
+    say("workers", cfg.data.num_workers, "batch", cfg.batch_size)
     src = train.load_config_source(cfg, "train")
     it = train.ShardedIterator(src, cfg, OFATokenizer.default())
-    t = time.time(); next(it); print(f"first batch {time.time()-t:.1f}s", file=sys.stderr)
+    t = time.time(); next(it); say(f"first batch {time.time()-t:.1f}s")
     for _ in range(2 * cfg.data.num_workers + 1): next(it)
     t = time.time()
     for _ in range(batches): b = next(it)
-    rate = batches * cfg.batch_size / (time.time() - t)
-    print(f"input rate {rate:.0f} lines/s; image batch {b['image'].shape}", file=sys.stderr)
-    with open(sys.argv[3], "w") as f:
-        f.write(str(max(int(os.environ.get("MIN_STEPS", 200)), int(rate * budget_s / cfg.batch_size))))
+    rate_in = batches * cfg.batch_size / (time.time() - t)
+    say(f"input rate {rate_in:.0f} lines/s; image batch {b['image'].shape}")
     import psutil
     for c in psutil.Process().children(recursive=True):
         c.kill()
+    rate_step = step_rate(cfg)
+    say(f"train step rate {rate_step:.0f} lines/s (batch {cfg.batch_size})")
+    reuse = float(os.environ.get("REUSE") or min(float(os.environ.get("MAX_REUSE", 8)), max(1.0, rate_step / rate_in)))
+    reuse = round(reuse, 1)
+    rate = min(rate_step, rate_in * reuse)
+    steps = max(int(os.environ.get("MIN_STEPS", 200)), int(rate * budget_s / cfg.batch_size))
+    say(f"replay reuse {reuse} -> ~{rate:.0f} lines/s, {steps} steps in {budget_s:.0f}s")
+    with open(out, "w") as f:
+        f.write(f"{steps} {reuse}\n")
     os._exit(0)
 
 
