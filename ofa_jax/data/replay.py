@@ -169,8 +169,18 @@ class ReplayIterator:
                                          self._start_line, w, self.workers, self._limit, self._progress,
                                          self._stop, self._errors))
                        for w in range(self.workers)]
-        for p in self._procs:
-            p.start()
+        # Workers never need an accelerator: keep any JAX they import on the CPU (on a GPU host each
+        # process that touched the GPU would reserve most of its memory).
+        saved = os.environ.get("JAX_PLATFORMS")
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        try:
+            for p in self._procs:
+                p.start()
+        finally:
+            if saved is None:
+                os.environ.pop("JAX_PLATFORMS", None)
+            else:
+                os.environ["JAX_PLATFORMS"] = saved
 
     def _needed(self, hi: int) -> list:
         """Per worker, the count its progress must reach for every line below ``hi`` to be ready."""

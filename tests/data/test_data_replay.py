@@ -98,3 +98,28 @@ def test_a_failing_worker_is_one_error_line():
     it = replay(FailingAt(dataset(), 9), workers=2)
     with pytest.raises(DataError, match=r"^replay worker \d: RuntimeError: boom at line 9$"):
         take(it, 20)
+
+
+class _Env:
+    """Element = the worker's JAX_PLATFORMS (picklable: a module-level class)."""
+
+    def __len__(self):
+        return 10 ** 6
+
+    def __getitem__(self, j):
+        import os
+
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        return {"image": np.zeros((SIZE, SIZE, 3), np.uint8), "target": np.array([len(platforms)], np.int32),
+                "truncated": False, "oov_tokens": 0, "empty_label": False, "bad_record": False}
+
+
+def test_workers_keep_jax_on_the_cpu(monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")  # what a GPU host may have set
+    it = replay(_Env(), workers=1)
+    b = next(it)
+    it.close()
+    assert set(b["target"][:, 0]) == {len("cpu")}
+    import os
+
+    assert os.environ["JAX_PLATFORMS"] == "cuda,cpu"
