@@ -1,7 +1,7 @@
 """OFA-OCR fine-tuning recipe: the base model on FudanVI scene lines (ModelScope's OFA trainer settings).
 
     python -m ofa_jax.data.build ocr_fudanvi_zh/scene --manual_dir FUDAN_LMDBS
-    python -m tools.convert_weights ... --out models/ofa_ocr_base      # or any ofa-jax model dir
+    python -m tools.convert_weights MODELSCOPE_DIR models/ofa_ocr_base   # or any ofa-jax model dir
     python -m ofa_jax.train --config configs/ocr_base_fudanvi_scene.py --workdir runs/base_scene \\
         --config.init.model_dir=models/ofa_ocr_base
 

@@ -886,10 +886,24 @@ def _kill_when_writing(directory: str, step: int, timeout: float = 60.0):
 # ----------------------------------------------------------------------------- export
 
 
+def saved_run_config(cfg, workdir: str):
+    """The config the run in ``workdir`` trained with (its ``config.json``), else ``cfg``: exporting
+    needs the run's model, optimizer and input size, not whatever flags the export command repeats."""
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return cfg
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
 def export(cfg, workdir: str, out: str, which: str = "best", dtype: str = "float32") -> int:
-    """Best (by validation metric; falls back to last) or last checkpoint -> an ofa-jax model dir."""
+    """Best (by validation metric; falls back to last) or last checkpoint -> an ofa-jax model dir.
+    The model, optimizer, input size and generation defaults are the run's (`saved_run_config`)."""
     from ofa_jax.modeldir import load_model_dir, save_model_dir
 
+    cfg = saved_run_config(cfg, workdir)
     ckpt = _ckpt(cfg, workdir)
     step = ckpt.best_step() if which == "best" else None
     if step is None:

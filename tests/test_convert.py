@@ -116,8 +116,8 @@ def test_round_trip_bf16_and_safetensors(tmp_path):
         assert torch.equal(back[k], sd[k]), k
 
 
-def test_fairseq_checkpoint(tmp_path):
-    src, sd = _modelscope_dir(tmp_path)
+def _fairseq_checkpoint(path, sd):
+    """The same weights as an OFA-Sys fairseq ``.pt`` (its key names, ``args`` in ``cfg.model``)."""
     cfg = PRESETS["micro"]
     fs = {mapping.modelscope_to_fairseq_key(k): v for k, v in sd.items()
           if "num_batches_tracked" not in k and k != "decoder.image_position_idx"}
@@ -131,10 +131,15 @@ def test_fairseq_checkpoint(tmp_path):
         no_scale_embedding=True, layernorm_embedding=True, patch_layernorm_embedding=True,
         code_layernorm_embedding=True, add_type_embedding=True, attn_scale_factor=2, token_bucket_size=256,
         image_bucket_size=42, max_source_positions=1024, max_target_positions=1024)
-    torch.save({"args": None, "cfg": {"model": args}, "model": fs}, tmp_path / "ocr.pt")
+    torch.save({"args": None, "cfg": {"model": args}, "model": fs}, path)
+
+
+def test_fairseq_checkpoint(tmp_path):
+    src, sd = _modelscope_dir(tmp_path)
+    _fairseq_checkpoint(tmp_path / "ocr.pt", sd)
     convert(str(tmp_path / "ocr.pt"), str(tmp_path / "jax"), progress=False)
     md = load_model_dir(str(tmp_path / "jax"))
-    assert md.config == cfg
+    assert md.config == PRESETS["micro"]
     ms = load_model_dir_from_ms(src, tmp_path)
     for k, v in flatten(md.variables).items():
         np.testing.assert_array_equal(v, ms[k], err_msg=k)

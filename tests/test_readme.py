@@ -1,7 +1,8 @@
 """Every command in README.md is checked against the code: each ``python -m`` line's arguments go
 through that tool's real argument parser (stopped right after parsing), train commands' config files
 and ``--config.*`` keys exist, and the repo paths they name exist. The two set-up commands are run
-as written by ``.ci/run`` (install, decode the shipped examples, run the tests)."""
+as written by ``.ci/run`` (install, decode the shipped examples, run the tests); all the others by
+``test_readme_walkthrough.py``."""
 import argparse
 import importlib
 import os
