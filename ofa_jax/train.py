@@ -270,42 +270,46 @@ def train_pipeline_config(cfg, shard_index: int, shard_count: int):
 
 
 def make_train_iterator(source, cfg, tokenizer, log=print):
-    """`ShardedIterator`, or with ``data.replay_reuse`` > 0 a `ofa_jax.data.replay.ReplayIterator` over this
-    process's shard (``data.num_workers`` processes prepare its lines)."""
+    """`ShardedIterator` over grain pipelines, or with ``data.replay_reuse`` > 0 over
+    `ofa_jax.data.replay.ReplayIterator` s (``data.num_workers`` processes prepare each shard's lines)."""
     reuse = float(cfg.data.get("replay_reuse", 0) or 0)
     if reuse <= 0:
         return ShardedIterator(source, cfg, tokenizer)
-    if int(cfg.data.get("shards_per_process", 1)) != 1:
-        raise DataError("data.replay_reuse does not combine with data.shards_per_process > 1")
-    nproc, pid = jax.process_count(), jax.process_index()
-    if cfg.batch_size % nproc:
-        raise DataError(f"batch_size {cfg.batch_size} is not divisible by {nproc} processes")
     from ofa_jax.data.replay import replay_iterator
 
-    it = replay_iterator(source, train_pipeline_config(cfg, pid, nproc), tokenizer, reuse=reuse,
-                         window=int(cfg.data.get("replay_window", 100_000)), workers=int(cfg.data.num_workers),
-                         stream=pid, directory=cfg.data.get("replay_dir", "") or None)
-    log(f"replay: each line drawn {reuse:g} times on average ({it.fresh} new lines per step of "
-        f"{it.batch_size}), window {it.window} lines ({it.nbytes() / 1e9:.2f} GB under "
-        f"{it._dir_parent or 'the temp dir'}), {it.workers} worker process(es)")
+    def make(shard_index, shard_count):
+        return replay_iterator(source, train_pipeline_config(cfg, shard_index, shard_count), tokenizer, reuse=reuse,
+                               window=int(cfg.data.get("replay_window", 100_000)),
+                               workers=int(cfg.data.num_workers), stream=shard_index,
+                               directory=cfg.data.get("replay_dir", "") or None)
+
+    it = ShardedIterator(source, cfg, tokenizer, make)
+    r = it.iters[0]
+    log(f"replay: each line drawn {reuse:g} times on average ({r.fresh} new lines per step of "
+        f"{r.batch_size}), window {r.window} lines ({r.nbytes() / 1e9:.2f} GB under "
+        f"{r._dir_parent or 'the temp dir'}) x {len(it.iters)} shard(s) in this process, "
+        f"{r.workers} worker process(es) each")
     return it
 
 
 class ShardedIterator:
-    """This process's part of every global batch: ``data.shards_per_process`` grain iterators over
-    disjoint shards of the source, concatenated. With k shards per process and N processes, shard
+    """This process's part of every global batch: ``data.shards_per_process`` iterators over disjoint
+    shards of the source, concatenated. With k shards per process and N processes, shard
     ``process_index * k + j`` of ``N * k``: one process with k=2 sees exactly the global batches of two
-    processes with k=1 (what the multi-process test compares against)."""
+    processes with k=1 (what the multi-process test compares against). ``make(shard_index,
+    shard_count)`` builds one shard's iterator (default: the grain pipeline)."""
 
-    def __init__(self, source, cfg, tokenizer):
+    def __init__(self, source, cfg, tokenizer, make=None):
         from ofa_jax.data.pipeline import make_iterator
 
         k = int(cfg.data.get("shards_per_process", 1))
         nproc, pid = jax.process_count(), jax.process_index()
         if cfg.batch_size % (nproc * k):
             raise DataError(f"batch_size {cfg.batch_size} is not divisible by {nproc} processes x {k} shards")
-        self.iters = [make_iterator(source, train_pipeline_config(cfg, pid * k + j, nproc * k), tokenizer)
-                      for j in range(k)]
+        if make is None:
+            def make(i, n):
+                return make_iterator(source, train_pipeline_config(cfg, i, n), tokenizer)
+        self.iters = [make(pid * k + j, nproc * k) for j in range(k)]
 
     def __next__(self):
         parts = [next(it) for it in self.iters]
@@ -317,8 +321,17 @@ class ShardedIterator:
     def set_state(self, state):
         if len(state["shards"]) != len(self.iters):
             raise ValueError(f"checkpoint has {len(state['shards'])} data shards per process, config {len(self.iters)}")
+        replay = hasattr(self.iters[0], "fresh")
+        if replay != ("replay" in state["shards"][0]):
+            raise DataError("the checkpoint's data state was written " + ("without" if replay else "with")
+                            + " data.replay_reuse; resume with the run's own data settings")
         for it, st in zip(self.iters, state["shards"]):
             it.set_state(st)
+
+    def close(self):
+        for it in self.iters:
+            if hasattr(it, "close"):
+                it.close()
 
 
 # ----------------------------------------------------------------------------- train step

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from helpers import CONFIG, ROOT, TINY_CLI, cli_args, tiny_config, train_losses
 from ofa_jax import train
@@ -29,10 +30,15 @@ RANDOM = {"dropout": 0.1, "attention_dropout": 0.1, "resnet_drop_path_rate": 0.1
           "decoder_drop_path_rate": 0.1}
 
 
-def test_two_processes_match_one(tmp_path):
+# the replay buffer: each process draws from its own shard's window (one worker process each)
+REPLAY = {"data.replay_reuse": 2, "data.replay_window": 16, "data.num_workers": 1}
+
+
+@pytest.mark.parametrize("data", [{}, REPLAY], ids=["pipeline", "replay"])
+def test_two_processes_match_one(tmp_path, data):
     wd = tmp_path / "mp"
     port = _free_port()
-    overrides = {**TINY_CLI, "total_steps": 5, "mesh.num_devices": 0, "model.overrides": json.dumps(RANDOM)}
+    overrides = {**TINY_CLI, **data, "total_steps": 5, "mesh.num_devices": 0, "model.overrides": json.dumps(RANDOM)}
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     procs = [subprocess.Popen(
         [sys.executable, "-m", "ofa_jax.train", "--config", CONFIG, "--workdir", str(wd), *cli_args(overrides),
@@ -47,8 +53,8 @@ def test_two_processes_match_one(tmp_path):
 
     # one process, two devices, the data split into the same two shards
     ref = tmp_path / "single"
-    train.train_and_evaluate(tiny_config(**{"mesh.num_devices": 2, "data.shards_per_process": 2, "model.overrides": RANDOM}),
-                             str(ref))
+    train.train_and_evaluate(tiny_config(**{**data, "mesh.num_devices": 2, "data.shards_per_process": 2,
+                                            "model.overrides": RANDOM}), str(ref))
     single = train_losses(ref)
     assert len(multi) == len(single) == 5
     np.testing.assert_allclose(multi, single, atol=1e-5, rtol=0)
