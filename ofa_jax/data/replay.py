@@ -104,7 +104,7 @@ def _worker(dataset, directory, layout, slots, chunk, start, w, n_workers, limit
             c += n_workers
     except BaseException as e:  # noqa: BLE001 - reported by the parent as one line
         errors.put(f"replay worker {w}: {type(e).__name__}: {' '.join(str(e).split())}")
-        raise
+        raise SystemExit(1) from None  # the parent reports it as one line: no traceback here
 
 
 class ReplayIterator:
@@ -133,6 +133,7 @@ class ReplayIterator:
         self._procs: list = []
         self._dir = None
         self._buf = None
+        atexit.register(self.close)  # workers and buffer files go with the process, however it ends
 
     # ------------------------------------------------------------------ schedule
 
@@ -153,7 +154,6 @@ class ReplayIterator:
             os.makedirs(self._dir_parent, exist_ok=True)
         _remove_orphans(self._dir_parent or tempfile.gettempdir())
         self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}_", dir=self._dir_parent)
-        atexit.register(self.close)
         self._buf = _open(self._dir, self.layout, "w+")
         self._start_line = self.lo(self.step) // self.chunk * self.chunk
         self._done = self._start_line  # workers=0: lines < _done are prepared

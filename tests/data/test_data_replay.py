@@ -123,3 +123,10 @@ def test_workers_keep_jax_on_the_cpu(monkeypatch):
     import os
 
     assert os.environ["JAX_PLATFORMS"] == "cuda,cpu"
+
+
+def test_a_failing_worker_prints_no_traceback(capfd):
+    it = replay(FailingAt(dataset(), 3), workers=1)
+    with pytest.raises(DataError):
+        take(it, 10)
+    assert "Traceback" not in capfd.readouterr().err
