@@ -64,7 +64,8 @@ def main():
     want = ['NotoSansCJK-Bold.ttc', 'NotoSansCJK-Regular.ttc', 'NotoSerifCJK-Bold.ttc', 'NotoSerifCJK-Regular.ttc',
             'gbsn00lp.ttf', 'gkai00mp.ttf', 'ukai.ttc', 'uming.ttc', 'wqy-microhei.ttc', 'wqy-zenhei.ttc']
     say("fonts", fonts)
-    assert fonts == want, fonts
+    if os.environ.get("CHECK_FONTS", "1") != "0":  # 0: a dry run on another machine
+        assert fonts == want, fonts
     say("workers", cfg.data.num_workers, "batch", cfg.batch_size)
     src = train.load_config_source(cfg, "train")
     it = train.ShardedIterator(src, cfg, OFATokenizer.default())

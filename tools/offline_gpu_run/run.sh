@@ -5,7 +5,8 @@
 # start from; default: .devrun/init.tar.xz unpacked, when sent), REUSE / MAX_REUSE (replay factor; default
 # measured by the probe), EXTRA (more --config.* flags), SKIP_PIP (wheels already installed), EVAL_N (val
 # lines scored after the export, default 2000; 0 = none: the held-out test fonts are sent as stubs, so
-# the test split is scored back here).
+# the test split is scored back here), WORKDIR (default /tmp/run; a run found there resumes, with its
+# own step count and replay factor).
 set -u
 PY=${PY:-python3}; EXTRA=${EXTRA:-}; CONFIG=${CONFIG:-configs/ocr_zh_small_gpu.py}; INIT=${INIT:-}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
@@ -20,13 +21,18 @@ fi
 [ -n "$INIT" ] && EXTRA="--config.init.model_dir=$INIT $EXTRA" && echo "init: $INIT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; df -h /tmp | tail -1
 $PY -c "import jax, flax, optax, orbax.checkpoint as o, grain, PIL, transformers, numpy; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'pil', PIL.__version__, 'tf', transformers.__version__, 'np', numpy.__version__)" || exit 1
-$PY tools/offline_gpu_run/probe.py $CONFIG $STEP_S $PROBE_B /tmp/probe.txt 2>&1 | grep -v "^WARNING:absl" | tee $OUT/probe.log
+W=${WORKDIR:-/tmp/run}
+if [ -f $W/config.json ]; then  # a run this machine started before: resume it with its own settings
+  $PY -c "import json; c = json.load(open('$W/config.json')); print(c['total_steps'], c['data']['replay_reuse'])" > /tmp/probe.txt
+else
+  $PY tools/offline_gpu_run/probe.py $CONFIG $STEP_S $PROBE_B /tmp/probe.txt 2>&1 | grep -v "^WARNING:absl" | tee $OUT/probe.log
+fi
 read STEPS REUSE < /tmp/probe.txt || exit 1
 echo "setup $(( $(date +%s) - T0 ))s; total_steps $STEPS, replay reuse $REUSE"
-RUN="--config $CONFIG --workdir /tmp/run --config.total_steps=$STEPS --config.data.replay_reuse=$REUSE $EXTRA"
+RUN="--config $CONFIG --workdir $W --config.total_steps=$STEPS --config.data.replay_reuse=$REUSE $EXTRA"
 timeout -s TERM $TRAIN_S $PY -m ofa_jax.train $RUN 2>&1 | grep -v "^WARNING:absl" | tee $OUT/train.log
 echo "trained $(( $(date +%s) - T0 ))s"
-cp /tmp/run/metrics.jsonl $OUT/ 2>/dev/null
+cp $W/metrics.jsonl $OUT/ 2>/dev/null
 $PY -m ofa_jax.train $RUN --export /tmp/model --export_dtype bfloat16 2>&1 | grep -v "^WARNING:absl" | tail -3
 ls -la /tmp/model && tar -C /tmp -cf - model | split -b 15m - $OUT/model.tar.
 echo "exported $(( $(date +%s) - T0 ))s"
