@@ -6,7 +6,7 @@
 The config file is a Python file whose ``get_config()`` returns an ``ml_collections.ConfigDict``
 (``configs/*.py``); any field can be overridden with ``--config.a.b=value``. A run writes to WORKDIR:
 
-    checkpoints/<step>/{state,data}   Orbax: train state + grain iterator state (ofa_jax.checkpointing)
+    checkpoints/<step>/{state,data}   Orbax: train state + data iterator state (ofa_jax.checkpointing)
     metrics.jsonl                     one JSON object per logged step / validation
     tb/                               TensorBoard event files (when tensorboardX is installed)
     config.json                       the resolved config of the run
@@ -15,6 +15,11 @@ Start: if WORKDIR has a checkpoint the run resumes from the latest one (same bat
 masks: the per-step rng is ``fold_in(seed, step)``); otherwise parameters come from
 ``config.init.model_dir`` (an ofa-jax model dir, e.g. a converted ModelScope checkpoint) or from a
 random init of ``config.model.preset``. SIGTERM (preemption) saves a checkpoint and exits with 0.
+``--export`` rebuilds the model from WORKDIR's ``config.json``, so it needs no training flags.
+
+Input: the grain pipeline (``ofa_jax.data.pipeline``), or with ``data.replay_reuse`` > 0 the replay
+buffer (``ofa_jax.data.replay``: each prepared line drawn that many times on average, for accelerators
+that would wait on the input); both resume exactly.
 
 Faults (each is one ``error:``/``warning:`` line, never a traceback, from the command line):
 
