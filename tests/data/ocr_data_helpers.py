@@ -70,3 +70,15 @@ class FailingAt:
         if j == self.bad:
             raise RuntimeError(f"boom at line {j}")
         return self.dataset[j]
+
+
+def take(it, k):
+    return [next(it) for _ in range(k)]
+
+
+def assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)

@@ -5,19 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from ocr_data_helpers import EXCLUDED_LINE, sample_records, write_label_folder, write_ofasys_tsv
+from ocr_data_helpers import (EXCLUDED_LINE, CharTokenizer, assert_batches_equal, sample_records, take,
+                              write_label_folder, write_ofasys_tsv)
 from ofa_jax.data import pipeline as P
 from ofa_jax.data.records import write_fudan_lmdb
 from ofa_jax.data.sources import ListSource, load_eval_source
 
 SIZE = 64  # small canvas keeps the tests fast; the OCR resize logic is the same
-
-
-class CharTokenizer:
-    """Deterministic stand-in: one id per character (the real tokenizer is tested elsewhere)."""
-
-    def encode(self, text):
-        return [4 + (ord(c) % 1000) for c in text if not c.isspace()]
 
 
 def source(n=13):
@@ -29,18 +23,6 @@ def cfg(**kw):
     base = dict(batch_size=4, image_size=SIZE, max_target_tokens=8, seed=3, num_threads=1)
     base.update(kw)
     return P.PipelineConfig(**base)
-
-
-def take(it, k):
-    return [next(it) for _ in range(k)]
-
-
-def assert_batches_equal(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 def test_same_seed_same_batches_across_epochs():

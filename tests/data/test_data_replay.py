@@ -4,7 +4,7 @@ elements from the step's window, exact resume, clear errors."""
 import numpy as np
 import pytest
 
-from ocr_data_helpers import CharTokenizer, FailingAt, sample_records
+from ocr_data_helpers import CharTokenizer, FailingAt, assert_batches_equal, sample_records, take
 from ofa_jax.data import pipeline as P
 from ofa_jax.data.replay import ReplayIterator
 from ofa_jax.data.report import DataError
@@ -23,18 +23,6 @@ def replay(ds=None, **kw):
     args = dict(reuse=2, window=8, workers=0, seed=5, chunk=2, ahead=4)
     args.update(kw)
     return ReplayIterator(ds if ds is not None else dataset(), 4, (SIZE, SIZE, 3), 9, **args)
-
-
-def take(it, k):
-    return [next(it) for _ in range(k)]
-
-
-def assert_batches_equal(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
 def test_rows_are_pipeline_elements_from_the_steps_window():
