@@ -176,6 +176,9 @@ class ReplayIterator:
         try:
             for p in self._procs:
                 p.start()
+        except Exception as e:  # e.g. a dataset that cannot be pickled for the spawned workers
+            self.close()
+            raise DataError(f"replay workers could not start: {type(e).__name__}: {' '.join(str(e).split())}") from None
         finally:
             if saved is None:
                 os.environ.pop("JAX_PLATFORMS", None)
@@ -259,6 +262,8 @@ class ReplayIterator:
         if self._procs:
             self._stop.set()
             for p in self._procs:
+                if p.pid is None:  # never started (its start failed)
+                    continue
                 p.join(timeout=5)
                 if p.is_alive():
                     p.terminate()

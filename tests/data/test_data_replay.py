@@ -118,3 +118,25 @@ def test_a_failing_worker_prints_no_traceback(capfd):
     with pytest.raises(DataError):
         take(it, 10)
     assert "Traceback" not in capfd.readouterr().err
+
+
+class _Unpicklable:
+    """A dataset the spawned workers cannot receive."""
+
+    def __init__(self):
+        self.fn = lambda j: j
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, j):
+        raise AssertionError("never read")
+
+
+def test_workers_that_cannot_start_are_one_error_line(capfd):
+    it = replay(_Unpicklable(), workers=2)
+    with pytest.raises(DataError, match=r"^replay workers could not start: \w+Error: .*lambda"):
+        next(it)
+    it.close()  # nothing left to join or remove
+    assert it._procs == [] and it._dir is None
+    assert "Traceback" not in capfd.readouterr().err
