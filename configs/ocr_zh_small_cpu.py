@@ -1,9 +1,8 @@
 """The model shipped in ``ofa_jax/models/ofa-ocr-zh-small``: a small OFA trained from scratch on this
 2-core CPU, on rendered Chinese lines (GB2312 + HSK sentences, digits, Latin, punctuation; 30% degraded).
 
-    # stage 1 (single characters, configs/ocr_zh_small_cpu_stage1.py) exported to runs/zh_small_s1/export, then
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu.py --workdir runs/zh_small \
-        --config.init.model_dir=runs/zh_small_s1/export   # resumes when rerun
+        [--config.init.model_dir=LINE_MODEL]   # resumes when rerun; LINE_MODEL: e.g. a GPU run's export
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu.py --workdir runs/zh_small --export DIR
     python -m ofa_jax.evaluate --model DIR --data "$LINES" --split test   # LINES: the data spec below
 
@@ -19,9 +18,12 @@ Why these choices (the budget is a few CPU-hours per session, resumed across ses
   blocks, full OFA widths): ~20 M parameters, most of them the 30,325-token tied embedding (kept, so the
   vocabulary and tokenizer are the released models' own). ``micro`` (d_model 64) plateaued far below
   useful accuracy on 6,763 GB2312 classes.
-* Lines are learned from the single-character model of stage 1: from scratch the decoder takes
-  thousands of steps to find where each glyph is (bench/RESULTS.md, "Why the CPU runs stalled").
-* Trained from scratch (stage 1), so BatchNorm trains (``model.train_bn``), a large learning rate
+* From scratch the decoder takes thousands of steps to find where each glyph is (bench/RESULTS.md,
+  "Why the CPU runs stalled"): more than a CPU session renders, so the lines are learned on a GPU
+  (``ocr_zh_small_gpu``) and the CPU continues from such a model. A single-character model at 32x64
+  (``ocr_zh_small_cpu_stage1``) is no start: it reads 0% of glyphs in 32x320 inputs, and a GPU run
+  from it did worse than one from random weights (bench/RESULTS.md, "Second GPU run").
+* Trained from scratch, so BatchNorm trains (``model.train_bn``), a large learning rate
   (7e-4, 1,000 warmup steps), no dropout; greedy validation decoding (beam search gains little at this size, and validation
   time counts against the budget).
 * Data: ``render:`` lines are ``ocr_synthetic_zh/mixed`` examples (with these overrides) rendered as

@@ -1,18 +1,23 @@
-"""Stage 1 of the shipped model's CPU recipe: single characters, to learn the glyphs before the lines.
+"""Single characters at 32x64: an experiment, no longer a stage of the shipped model's recipe.
+
+Measured (bench/RESULTS.md, "Stage 1" and "Second GPU run"): it learns the glyphs (80.9% of single
+characters in held-out fonts after 20,000 steps of 32), but reads 0% of the same glyphs in the line
+models' 32x320 input (it never saw image positions past the fourth of 20 feature columns, nor
+padding), and a GPU line run started from it ended worse than one from random weights.
 
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu_stage1.py --workdir runs/zh_small_s1
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu_stage1.py --workdir runs/zh_small_s1 \
         --export runs/zh_small_s1/export --export_which last
-    # stage 2: configs/ocr_zh_small_cpu.py with --config.init.model_dir=runs/zh_small_s1/export
 
-Why (measured on this CPU, bench/RESULTS.md "Why the CPU runs stalled"): from scratch, this model
+Why it was tried (measured on this CPU, bench/RESULTS.md "Why the CPU runs stalled"): from scratch, this model
 learns to read *one* glyph quickly (62 Latin/digit classes: 97% after 400 steps of 32) but lines of
 several glyphs very slowly: the decoder must find where the k-th glyph is, and OFA gives it positions
 only through attention biases, so for 400-3,000 steps it reads nothing (1-4-character lines: 2% ACC;
 2-12-character Chinese lines: 0%). Started from a single-glyph model, the same 1-4-character task
 reached 26% after 400 steps (vs 2% after 800 from scratch). Single characters also fit a 32x64 input
-(a 2x4 ResNet grid): a quarter of the pixels of stage 2's 32x320. Same model, fonts and held-out
-split as stage 2 (the image position table does not depend on the input size).
+(a 2x4 ResNet grid): a fifth of the pixels of the lines' 32x320. Same model, fonts and held-out
+split as the line configs (the image position table does not depend on the input size, but only the
+positions a model saw are trained).
 """
 import os
 import sys
