@@ -292,7 +292,7 @@ def make_train_iterator(source, cfg, tokenizer, log=print):
     r = it.iters[0]
     log(f"replay: each line drawn {reuse:g} times on average ({r.fresh} new lines per step of "
         f"{r.batch_size}), window {r.window} lines ({r.nbytes() / 1e9:.2f} GB under "
-        f"{r._dir_parent or 'the temp dir'}) x {len(it.iters)} shard(s) in this process, "
+        f"{r.directory or 'the temp dir'}) x {len(it.iters)} shard(s) in this process, "
         f"{r.workers} worker process(es) each")
     return it
 

@@ -112,7 +112,8 @@ class ReplayIterator:
 
     ``dataset``: random access to prepared elements (`pipeline.make_map_dataset`, training config);
     ``stream``: this process's index among data-parallel processes (seeds its draws).
-    ``workers=0`` prepares lines in this process (same batches, slower).
+    ``workers=0`` prepares lines in this process (same batches, slower). ``directory``: where the
+    buffer files go (None: the system temp dir).
     """
 
     def __init__(self, dataset: Any, batch_size: int, image_shape: tuple, target_len: int, *,
@@ -128,7 +129,7 @@ class ReplayIterator:
         self.ahead = int(ahead) if ahead else max(4 * self.fresh, 2 * self.chunk * max(1, self.workers))
         self.slots = self.window + self.ahead
         self.layout = _layout(self.slots, image_shape, target_len)
-        self._dir_parent = directory
+        self.directory = directory
         self.step = 0
         self._procs: list = []
         self._dir = None
@@ -150,10 +151,10 @@ class ReplayIterator:
 
     def _start(self) -> None:
         self.close()
-        if self._dir_parent:
-            os.makedirs(self._dir_parent, exist_ok=True)
-        _remove_orphans(self._dir_parent or tempfile.gettempdir())
-        self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}_", dir=self._dir_parent)
+        if self.directory:
+            os.makedirs(self.directory, exist_ok=True)
+        _remove_orphans(self.directory or tempfile.gettempdir())
+        self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}_", dir=self.directory)
         self._buf = _open(self._dir, self.layout, "w+")
         self._start_line = self.lo(self.step) // self.chunk * self.chunk
         self._done = self._start_line  # workers=0: lines < _done are prepared
