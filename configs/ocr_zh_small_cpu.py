@@ -1,5 +1,6 @@
 """The model to ship in ``ofa_jax/models/ofa-ocr-zh-small``: a small OFA trained from scratch (lines on
-one GPU with ``ocr_zh_small_gpu``, continued with this config on a 2-core CPU), on rendered Chinese lines (GB2312 + HSK sentences, digits, Latin, punctuation; 30% degraded).
+one GPU with ``ocr_zh_small_gpu``, continued with this config on a 2-core CPU), on rendered Chinese
+lines (GB2312 + HSK sentences, digits, Latin, punctuation; 30% degraded).
 
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu.py --workdir runs/zh_small \
         [--config.init.model_dir=LINE_MODEL]   # resumes when rerun; LINE_MODEL: e.g. a GPU run's export
