@@ -3,7 +3,8 @@ one GPU with ``ocr_zh_small_gpu``, continued with this config on a 2-core CPU), 
 lines (GB2312 + HSK sentences, digits, Latin, punctuation; 30% degraded).
 
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu.py --workdir runs/zh_small \
-        [--config.init.model_dir=LINE_MODEL]   # resumes when rerun; LINE_MODEL: e.g. a GPU run's export
+        [--config.init.model_dir=LINE_MODEL]   # resumes when rerun; LINE_MODEL: a GPU run's export,
+                                               # e.g. checkpoints/ofa-ocr-zh-small.tar.xz unpacked
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu.py --workdir runs/zh_small --export DIR
     python -m ofa_jax.evaluate --model DIR --data "$LINES" --split test   # LINES: the data spec below
 

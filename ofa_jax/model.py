@@ -13,7 +13,7 @@ numbers:
 * Layers are unrolled Python loops, not ``nn.scan``: per-layer parameter names stay identical to the
   PyTorch ones (the converter needs no stacking) and per-layer drop-path rates stay plain floats.
   Compile time is paid once per shape and kept by JAX's persistent compilation cache (see
-  ``ofa_jax.utils.enable_compilation_cache``); bench/RESULTS.md reports it per preset.
+  ``ofa_jax.recognizer.enable_compilation_cache``); bench/RESULTS.md reports it per preset.
 
 Gradient checkpointing (``OFA.remat``): "layers" recomputes each encoder/decoder layer in the
 backward pass instead of storing its activations, "full" also each ResNet Bottleneck block; the

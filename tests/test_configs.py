@@ -10,6 +10,7 @@ from ofa_jax.data.builders import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not p.endswith("common.py"))
+CONFIGS.append(os.path.join(ROOT, "tools", "offline_gpu_run", "dryrun_config.py"))  # the pre-loan dry run's
 
 
 def _load(path):
@@ -38,3 +39,11 @@ def test_gpu_config_is_the_cpu_model():
     for k in ("train", "val", "image_size", "image_height", "max_target_tokens", "augment"):
         assert gpu.data[k] == cpu.data[k], k
     assert "fixed_text_fraction=0.1" in cpu.data.train and "fixed_text_fraction" not in cpu.data.val
+
+
+def test_dryrun_config_is_the_gpu_model_shrunk():
+    """The pre-loan dry run (tools/offline_gpu_run) exercises the GPU config's model and data, smaller."""
+    gpu = _load(os.path.join(ROOT, "configs", "ocr_zh_small_gpu.py"))
+    dry = _load(os.path.join(ROOT, "tools", "offline_gpu_run", "dryrun_config.py"))
+    assert dry.model.to_dict() == gpu.model.to_dict() and dry.data.train == gpu.data.train
+    assert dry.batch_size < gpu.batch_size and dry.data.num_workers == 1 and dry.data.replay_reuse > 0

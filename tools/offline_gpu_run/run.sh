@@ -1,22 +1,33 @@
 # On the GPU machine, from the repo root: train the shipped model's GPU config for a fixed time, export
 # it in bfloat16 and leave it in $OUT as <=15 MB pieces. See README.md beside this file.
-# Env: TRAIN_S (training wall time, s), STEP_S (seconds the step count is sized for), PROBE_B (batches
-# timed by the probe), PY (python), CONFIG (default configs/ocr_zh_small_gpu.py), INIT (a model dir to
-# start from; default: .devrun/init.tar.xz unpacked, when sent), REUSE / MAX_REUSE (replay factor; default
-# measured by the probe), EXTRA (more --config.* flags), SKIP_PIP (wheels already installed), EVAL_N (val
-# lines scored after the export, default 2000; 0 = none: the held-out test fonts are sent as stubs, so
-# the test split is scored back here), WORKDIR (default /tmp/run; a run found there resumes, with its
-# own step count and replay factor).
+# Env (all optional):
+#   TRAIN_S     training wall time, s (default 400); STEP_S: seconds the step count is sized for (320)
+#   PROBE_B     batches the probe times (40); PY: python (python3); SKIP_PIP: wheels already installed
+#   CONFIG      default configs/ocr_zh_small_gpu.py; EXTRA: more --config.* flags
+#   INIT        a model dir to start from; default: INIT_TAR unpacked, which defaults to
+#               .devrun/init.tar.xz when sent, else the committed checkpoints/ofa-ocr-zh-small.tar.xz;
+#               INIT_TAR=none: random weights
+#   REUSE / MAX_REUSE  replay factor (default: measured by the probe, at most 8)
+#   STEP_RATE / COMPILE_S  the train step's lines/s and compile seconds from an earlier probe on this
+#               kind of machine: the probe skips timing the step (one compilation less)
+#   DTYPE       compute dtype (float32; bfloat16 keeps float32 parameters and optimizer state)
+#   EVAL_N      val lines scored after the export (2000; 0 = none: the held-out test fonts are sent as
+#               stubs, so the test split is scored back here)
+#   WORKDIR     default /tmp/run; a run found there resumes, with its own step count and replay factor
 set -u
 PY=${PY:-python3}; EXTRA=${EXTRA:-}; CONFIG=${CONFIG:-configs/ocr_zh_small_gpu.py}; INIT=${INIT:-}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+export DTYPE=${DTYPE:-float32}
 TRAIN_S=${TRAIN_S:-400}; STEP_S=${STEP_S:-320}; PROBE_B=${PROBE_B:-40}; EVAL_N=${EVAL_N:-2000}
 T0=$(date +%s)
 [ -n "${SKIP_PIP:-}" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 mkdir -p /tmp/fonts && tar -C /tmp/fonts -xJf .devrun/fonts.tar.xz && export OFA_JAX_FONT_DIRS=/tmp/fonts
-if [ -z "$INIT" ] && [ -f .devrun/init.tar.xz ]; then
-  mkdir -p /tmp/init && tar -C /tmp/init -xJf .devrun/init.tar.xz && INIT=$(dirname "$(ls /tmp/init/*/config.json | head -1)")
+if [ -z "${INIT_TAR:-}" ]; then
+  INIT_TAR=.devrun/init.tar.xz; [ -f $INIT_TAR ] || INIT_TAR=checkpoints/ofa-ocr-zh-small.tar.xz
+fi
+if [ -z "$INIT" ] && [ -f "$INIT_TAR" ]; then
+  mkdir -p /tmp/init && tar -C /tmp/init -xJf "$INIT_TAR" && INIT=$(dirname "$(ls /tmp/init/*/config.json | head -1)")
 fi
 [ -n "$INIT" ] && EXTRA="--config.init.model_dir=$INIT $EXTRA" && echo "init: $INIT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; df -h /tmp | tail -1
@@ -29,7 +40,7 @@ else
 fi
 read STEPS REUSE < /tmp/probe.txt || exit 1
 echo "setup $(( $(date +%s) - T0 ))s; total_steps $STEPS, replay reuse $REUSE"
-RUN="--config $CONFIG --workdir $W --config.total_steps=$STEPS --config.data.replay_reuse=$REUSE $EXTRA"
+RUN="--config $CONFIG --workdir $W --config.total_steps=$STEPS --config.data.replay_reuse=$REUSE --config.model.dtype=$DTYPE $EXTRA"
 timeout -s TERM $TRAIN_S $PY -m ofa_jax.train $RUN 2>&1 | grep -v "^WARNING:absl" | tee $OUT/train.log
 echo "trained $(( $(date +%s) - T0 ))s"
 cp $W/metrics.jsonl $OUT/ 2>/dev/null
