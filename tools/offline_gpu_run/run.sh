@@ -13,7 +13,8 @@
 #   DTYPE       compute dtype (float32; bfloat16 keeps float32 parameters and optimizer state)
 #   EVAL_N      val lines scored after the export (2000; 0 = none: the held-out test fonts are sent as
 #               stubs, so the test split is scored back here)
-#   WORKDIR     default /tmp/run; a run found there resumes, with its own step count and replay factor
+#   WORKDIR     default /tmp/run; a run found there resumes, with its own step count, replay factor and
+#               compute dtype
 set -u
 PY=${PY:-python3}; EXTRA=${EXTRA:-}; CONFIG=${CONFIG:-configs/ocr_zh_small_gpu.py}; INIT=${INIT:-}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
@@ -34,11 +35,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; n
 $PY -c "import jax, flax, optax, orbax.checkpoint as o, grain, PIL, transformers, numpy; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'pil', PIL.__version__, 'tf', transformers.__version__, 'np', numpy.__version__)" || exit 1
 W=${WORKDIR:-/tmp/run}
 if [ -f $W/config.json ]; then  # a run this machine started before: resume it with its own settings
-  $PY -c "import json; c = json.load(open('$W/config.json')); print(c['total_steps'], c['data']['replay_reuse'])" > /tmp/probe.txt
+  $PY -c "import json; c = json.load(open('$W/config.json')); print(c['total_steps'], c['data']['replay_reuse'], c['model']['dtype'])" > /tmp/probe.txt
 else
   $PY tools/offline_gpu_run/probe.py $CONFIG $STEP_S $PROBE_B /tmp/probe.txt 2>&1 | grep -v "^WARNING:absl" | tee $OUT/probe.log
 fi
-read STEPS REUSE < /tmp/probe.txt || exit 1
+read STEPS REUSE DT < /tmp/probe.txt || exit 1
+DTYPE=${DT:-$DTYPE}  # a resumed run keeps its own
 echo "setup $(( $(date +%s) - T0 ))s; total_steps $STEPS, replay reuse $REUSE"
 RUN="--config $CONFIG --workdir $W --config.total_steps=$STEPS --config.data.replay_reuse=$REUSE --config.model.dtype=$DTYPE $EXTRA"
 timeout -s TERM $TRAIN_S $PY -m ofa_jax.train $RUN 2>&1 | grep -v "^WARNING:absl" | tee $OUT/train.log
