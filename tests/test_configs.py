@@ -39,6 +39,7 @@ def test_gpu_config_is_the_cpu_model():
     for k in ("train", "val", "image_size", "image_height", "max_target_tokens", "augment"):
         assert gpu.data[k] == cpu.data[k], k
     assert "fixed_text_fraction=0.1" in cpu.data.train and "fixed_text_fraction" not in cpu.data.val
+    assert "text_sources=gb2312+words" in cpu.data.train and "text_sources" not in cpu.data.val
 
 
 def test_dryrun_config_is_the_gpu_model_shrunk():

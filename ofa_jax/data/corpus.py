@@ -10,6 +10,12 @@ Sources (named in a builder config):
 * ``"hsk"`` - the 4,354 graded sentences of the PyPI package ``hsk-sentences-audio`` (dataset licence
   CC-BY-SA-4.0: images rendered from it are derived works, keep the attribution if you publish
   them). Needs ``pip install hsk-sentences-audio``.
+* ``"words"`` - random sequences of Chinese words drawn by their frequency in the dictionary of the
+  PyPI package ``jieba`` (MIT; 342k words of GB2312 hanzi), with occasional punctuation and digits:
+  natural character statistics and word boundaries without a finite pool to memorise (a decoder
+  trained on half HSK sentences completed memorised sentences instead of reading them). Needs
+  ``pip install jieba``, or ``OFA_JAX_WORDS_DICT`` naming a file in its format ("word count [tag]"
+  per line, ``.xz`` allowed): your own word list, or jieba's on a machine without the package.
 * ``"file:PATH"`` - one text line per line of a UTF-8 file you supply.
 
 Fixed-text sources ("hsk", "file:") are split between train/val/test by a stable hash of the line,
@@ -21,6 +27,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
+import lzma
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -64,7 +73,47 @@ def hsk_sentences() -> tuple[str, ...]:
     return tuple(s["chinese"].strip() for s in hsk_sentences_audio.load_sentences() if s["chinese"].strip())
 
 
+def words_dict_path() -> Path | None:
+    """The word-frequency file of the ``words`` source: ``$OFA_JAX_WORDS_DICT``, else jieba's."""
+    if os.environ.get("OFA_JAX_WORDS_DICT"):
+        return Path(os.environ["OFA_JAX_WORDS_DICT"])
+    spec = importlib.util.find_spec("jieba")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]) / "dict.txt"
+
+
+@functools.lru_cache(maxsize=1)
+def jieba_words() -> tuple[tuple[str, ...], np.ndarray]:
+    """(words, cumulative frequencies) of jieba's dictionary, words of GB2312 hanzi only.
+
+    Read from ``OFA_JAX_WORDS_DICT`` or the package's ``dict.txt`` ("word count tag" per line) without
+    importing jieba, whose import sets up its segmenter.
+    """
+    path = words_dict_path()
+    if path is None:
+        raise ImportError("text source 'words' needs the PyPI package jieba (pip install jieba) "
+                          "or OFA_JAX_WORDS_DICT naming a word-frequency file")
+    if not path.is_file():
+        raise FileNotFoundError(f"text source 'words': no such file: {path}")
+    raw = path.read_bytes()
+    text = (lzma.decompress(raw) if path.suffix == ".xz" else raw).decode("utf-8")
+    hanzi = set("".join(gb2312_hanzi()))
+    words, counts = [], []
+    for line in text.splitlines():
+        parts = line.split(" ")
+        if len(parts) >= 2 and parts[0] and all(c in hanzi for c in parts[0]) and parts[1].isdigit():
+            words.append(parts[0])
+            counts.append(int(parts[1]))
+    if not words:
+        raise ValueError(f"text source 'words': no GB2312 words in {path}")
+    return tuple(words), np.cumsum(np.asarray(counts, dtype=np.float64))
+
+
 def available(source: str) -> bool:
+    if source == "words":
+        path = words_dict_path()
+        return path is not None and path.is_file()
     if source == "hsk":
         try:
             hsk_sentences()
@@ -82,9 +131,9 @@ def fixed_lines(source: str) -> tuple[str, ...] | None:
         return hsk_sentences()
     if source.startswith("file:"):
         return tuple(read_lines(source[5:]))
-    if source in ("gb2312", "alnum"):
+    if source in RANDOM_SOURCES:
         return None
-    raise ValueError(f"unknown text source {source!r} (gb2312, alnum, hsk, file:PATH)")
+    raise ValueError(f"unknown text source {source!r} (gb2312, alnum, words, hsk, file:PATH)")
 
 
 def split_of_line(line: str, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> int:
@@ -133,9 +182,30 @@ def random_alnum_line(rng: np.random.Generator, min_len: int, max_len: int) -> s
     return " ".join(words)[:n].strip() or "a"
 
 
+def random_words_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
+    """Words drawn by frequency until the line is long enough, cut to length (lines end anywhere,
+    as crops of real text do); a comma or number between words now and then."""
+    words, cum = jieba_words()
+    n = int(rng.integers(min_len, max_len + 1))
+    out = ""
+    while len(out) < n:
+        r = rng.random()
+        if r < 0.06 and out:
+            out += _CN_PUNCT[int(rng.integers(2))]  # ，or 。
+        elif r < 0.09:
+            out += "".join(_DIGITS[i] for i in rng.integers(0, 10, size=int(rng.integers(1, 5))))
+        out += words[int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))]
+    return out[:n]
+
+
+RANDOM_SOURCES = ("gb2312", "alnum", "words")
+
+
 def random_line(source: str, rng: np.random.Generator, min_len: int, max_len: int) -> str:
     if source == "gb2312":
         return random_gb2312_line(rng, min_len, max_len)
     if source == "alnum":
         return random_alnum_line(rng, min_len, max_len)
+    if source == "words":
+        return random_words_line(rng, min_len, max_len)
     raise ValueError(f"{source!r} is not a random text source")

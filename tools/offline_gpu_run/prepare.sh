@@ -3,6 +3,8 @@
 # none of the packages below (its image's list: the device tool's KINDS.md).
 #   .devrun/fonts.tar.xz  the CJK fonts found here, subset to the lines' characters (~18 MB)
 #   .whl/*.whl            the missing packages, at the versions installed here, for the machine's Python
+#   .devrun/words.txt.xz  jieba's word frequencies for the `words` text source (1.5 MB; the jieba wheel
+#                         is 19 MB, over what `carry` can take beside the rest)
 # Both are git-ignored through .git/info/exclude (they are sent with the `run` tool's `carry`).
 # Env: PYV (the GPU machine's Python, default 3.12), FONTS_TMP (default /tmp/gpu_fonts).
 set -eu
@@ -31,4 +33,6 @@ for name in $PKGS; do
     $PY -m pip wheel -q --no-deps -w .whl "$name==$ver"   # sdist only (pure Python): build it here
   fi
 done
-du -sh .devrun/fonts.tar.xz .whl
+$PY -c "import lzma; from ofa_jax.data import corpus; p = corpus.words_dict_path(); b = p.read_bytes()
+open('.devrun/words.txt.xz', 'wb').write(b if p.suffix == '.xz' else lzma.compress(b, preset=9))"
+du -sh .devrun/fonts.tar.xz .devrun/words.txt.xz .whl

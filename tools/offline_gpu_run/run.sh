@@ -24,6 +24,7 @@ T0=$(date +%s)
 [ -n "${SKIP_PIP:-}" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 mkdir -p /tmp/fonts && tar -C /tmp/fonts -xJf .devrun/fonts.tar.xz && export OFA_JAX_FONT_DIRS=/tmp/fonts
+[ -f .devrun/words.txt.xz ] && export OFA_JAX_WORDS_DICT=$PWD/.devrun/words.txt.xz  # the `words` text source
 if [ -z "${INIT_TAR:-}" ]; then
   INIT_TAR=.devrun/init.tar.xz; [ -f $INIT_TAR ] || INIT_TAR=checkpoints/ofa-ocr-zh-small.tar.xz
 fi

@@ -127,6 +127,8 @@ class OcrSyntheticZh(ArrayRecordBuilder):
         for src in dict.fromkeys(sources):
             lines = corpus.fixed_lines(src)
             if lines is None:
+                if src == "words":
+                    corpus.jieba_words()  # fail here, naming the missing package, not in a worker
                 randoms.append(src)
                 continue
             for line in dict.fromkeys(lines):
