@@ -19,13 +19,14 @@ def test_loss_goes_down(tmp_path):
 
 
 def test_learns_digits_above_chance(tmp_path):
-    # Chance: one digit -> 10 possible lines; a constant guess is right ~1/10.
-    cfg = tiny_config(total_steps=400, **{
+    # Chance: one digit -> 10 possible lines; a constant guess is right ~1/10. This run reads all 64
+    # val digits from step 100 on (2026-11-27, eval every 50 steps: 44% at step 50).
+    cfg = tiny_config(total_steps=150, **{
         "model.overrides": {"dropout": 0.0}, "model.train_bn": True, "data.image_height": 32, "data.image_size": 64,
         "optim.lr": 2e-3, "optim.warmup_ratio": 0.05, "batch_size": 16,
-        "data.train": DIGITS, "data.val": DIGITS, "eval.every": 400, "eval.max_examples": 64, "eval.batch_size": 32,
+        "data.train": DIGITS, "data.val": DIGITS, "eval.every": 150, "eval.max_examples": 64, "eval.batch_size": 32,
         "eval.beam_size": 1, "eval.max_len": 4, "log.every": 20})
     out = train.train_and_evaluate(cfg, str(tmp_path))
     losses = train_losses(tmp_path)
     assert losses[-1] < losses[0] / 3, losses
-    assert out["val"]["acc"] > 0.2, out["val"]
+    assert out["val"]["acc"] > 0.5, out["val"]

@@ -34,7 +34,9 @@ RANDOM = {"dropout": 0.1, "attention_dropout": 0.1, "resnet_drop_path_rate": 0.1
 REPLAY = {"data.replay_reuse": 2, "data.replay_window": 16, "data.num_workers": 1}
 
 
-@pytest.mark.parametrize("data", [{}, REPLAY], ids=["pipeline", "replay"])
+# replay: 160 s more on 2 cores, so only with --runslow; its per-shard windows and resumable state are
+# tested in tests/data/test_data_replay.py
+@pytest.mark.parametrize("data", [{}, pytest.param(REPLAY, marks=pytest.mark.slow)], ids=["pipeline", "replay"])
 def test_two_processes_match_one(tmp_path, data):
     wd = tmp_path / "mp"
     port = _free_port()

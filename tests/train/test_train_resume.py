@@ -115,6 +115,8 @@ def test_kill_during_save_resumes_from_last_complete_step(tmp_path, uninterrupte
         assert np.array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow  # three training runs (220 s on 2 cores); replay's state restore is exact at the data
+# level (tests/data/test_data_replay.py) and kill -9 + resume end to end above
 def test_replay_kill9_and_resume_is_bit_identical(tmp_path):
     """With the replay buffer (lines prepared by 2 worker processes, each drawn twice on average) a run
     killed with -9 and resumed ends with the uninterrupted run's parameters, bit for bit."""
