@@ -122,7 +122,7 @@ def available(source: str) -> bool:
             return False
     if source.startswith("file:"):
         return Path(source[5:]).is_file()
-    return source in ("gb2312", "alnum")
+    return source in RANDOM_SOURCES
 
 
 def fixed_lines(source: str) -> tuple[str, ...] | None:
@@ -198,14 +198,10 @@ def random_words_line(rng: np.random.Generator, min_len: int, max_len: int) -> s
     return out[:n]
 
 
-RANDOM_SOURCES = ("gb2312", "alnum", "words")
+RANDOM_SOURCES = {"gb2312": random_gb2312_line, "alnum": random_alnum_line, "words": random_words_line}
 
 
 def random_line(source: str, rng: np.random.Generator, min_len: int, max_len: int) -> str:
-    if source == "gb2312":
-        return random_gb2312_line(rng, min_len, max_len)
-    if source == "alnum":
-        return random_alnum_line(rng, min_len, max_len)
-    if source == "words":
-        return random_words_line(rng, min_len, max_len)
-    raise ValueError(f"{source!r} is not a random text source")
+    if source not in RANDOM_SOURCES:
+        raise ValueError(f"{source!r} is not a random text source")
+    return RANDOM_SOURCES[source](rng, min_len, max_len)

@@ -127,8 +127,8 @@ class OcrSyntheticZh(ArrayRecordBuilder):
         for src in dict.fromkeys(sources):
             lines = corpus.fixed_lines(src)
             if lines is None:
-                if src == "words":
-                    corpus.jieba_words()  # fail here, naming the missing package, not in a worker
+                # one draw: a source that needs a package or file fails here, naming it, not in a worker
+                corpus.random_line(src, np.random.default_rng(0), cfg.min_chars, cfg.max_chars)
                 randoms.append(src)
                 continue
             for line in dict.fromkeys(lines):
