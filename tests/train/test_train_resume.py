@@ -136,3 +136,16 @@ def test_replay_kill9_and_resume_is_bit_identical(tmp_path):
         assert np.array_equal(np.asarray(x), np.asarray(y))
     assert train_losses(wd)[-3:] == train_losses(full)[-3:]
     assert os.listdir(tmp_path / "buf") == []  # the killed run's buffer is removed by the next run
+
+
+def test_loop_keeps_at_most_two_steps_in_flight(monkeypatch):
+    """The loop waits for the step two back before fetching the next batch, so a SIGTERM's checkpoint waits
+    for at most two queued steps (not all those since the last log) and queued batches do not pile up."""
+    waited = []
+    monkeypatch.setattr(train.jax, "block_until_ready", lambda x: waited.append(x) or x)
+    in_flight = []
+    for i in range(5):
+        train._throttle(in_flight, {"step": i})
+        assert len(in_flight) == min(i + 1, train.MAX_STEPS_IN_FLIGHT)
+    assert [w["step"] for w in waited] == [0, 1, 2]
+    assert [m["step"] for m in in_flight] == [3, 4]
