@@ -4,7 +4,7 @@ lines (GB2312 + HSK sentences, digits, Latin, punctuation; 30% degraded).
 
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu.py --workdir runs/zh_small \
         [--config.init.model_dir=LINE_MODEL]   # resumes when rerun; LINE_MODEL: a GPU run's export,
-                                               # e.g. checkpoints/ofa-ocr-zh-small.tar.xz unpacked
+                                               # e.g. ofa_jax/models/ofa-ocr-zh-small (shipped)
     python -m ofa_jax.train --config configs/ocr_zh_small_cpu.py --workdir runs/zh_small --export DIR
     python -m ofa_jax.evaluate --model DIR --data "$LINES" --split test   # LINES: the data spec below
 

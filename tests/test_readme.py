@@ -52,6 +52,7 @@ def test_readme_has_the_two_setup_commands():
     assert blocks[1] == 'pip install -e ".[test,convert,synth]" && python -m pytest -q'
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
     assert "python -m pytest -q" in ci and '-e ".[test,convert,synth]"' in ci
+    assert "\n" + blocks[0] + "\n" in ci  # the first, as written
 
 
 class _Parsed(Exception):

@@ -5,6 +5,8 @@
 #   .whl/*.whl            the missing packages, at the versions installed here, for the machine's Python
 #   .devrun/words.txt.xz  jieba's word frequencies for the `words` text source (1.5 MB; the jieba wheel
 #                         is 19 MB, over what `carry` can take beside the rest)
+#   .devrun/init.tar.xz   the shipped model dir (ofa_jax/models/ofa-ocr-zh-small, 37 MB) xz-compressed
+#                         (~24 MB), the run's start; the model dir itself stays out of the sent tree
 # Both are git-ignored through .git/info/exclude (they are sent with the `run` tool's `carry`).
 # Env: PYV (the GPU machine's Python, default 3.12), FONTS_TMP (default /tmp/gpu_fonts).
 set -eu
@@ -35,4 +37,7 @@ for name in $PKGS; do
 done
 $PY -c "import lzma; from ofa_jax.data import corpus; p = corpus.words_dict_path(); b = p.read_bytes()
 open('.devrun/words.txt.xz', 'wb').write(b if p.suffix == '.xz' else lzma.compress(b, preset=9))"
-du -sh .devrun/fonts.tar.xz .devrun/words.txt.xz .whl
+if [ -f ofa_jax/models/ofa-ocr-zh-small/config.json ]; then
+  tar -C ofa_jax/models -cJf .devrun/init.tar.xz ofa-ocr-zh-small
+fi
+du -sh .devrun/* .whl

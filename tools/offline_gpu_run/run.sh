@@ -4,9 +4,9 @@
 #   TRAIN_S     training wall time, s (default 400); STEP_S: seconds the step count is sized for (320)
 #   PROBE_B     batches the probe times (40); PY: python (python3); SKIP_PIP: wheels already installed
 #   CONFIG      default configs/ocr_zh_small_gpu.py; EXTRA: more --config.* flags
-#   INIT        a model dir to start from; default: INIT_TAR unpacked, which defaults to
-#               .devrun/init.tar.xz when sent, else the committed checkpoints/ofa-ocr-zh-small.tar.xz;
-#               INIT_TAR=none: random weights
+#   INIT        a model dir to start from; default: INIT_TAR unpacked (default .devrun/init.tar.xz,
+#               which prepare.sh packs from the shipped model), else the shipped model dir
+#               ofa_jax/models/ofa-ocr-zh-small when it was sent; INIT_TAR=none: random weights
 #   REUSE / MAX_REUSE  replay factor (default: measured by the probe, at most 8)
 #   STEP_RATE / COMPILE_S  the train step's lines/s and compile seconds from an earlier probe on this
 #               kind of machine: the probe skips timing the step (one compilation less)
@@ -25,11 +25,13 @@ T0=$(date +%s)
 export PYTHONPATH=/tmp/site:$PWD
 mkdir -p /tmp/fonts && tar -C /tmp/fonts -xJf .devrun/fonts.tar.xz && export OFA_JAX_FONT_DIRS=/tmp/fonts
 [ -f .devrun/words.txt.xz ] && export OFA_JAX_WORDS_DICT=$PWD/.devrun/words.txt.xz  # the `words` text source
-if [ -z "${INIT_TAR:-}" ]; then
-  INIT_TAR=.devrun/init.tar.xz; [ -f $INIT_TAR ] || INIT_TAR=checkpoints/ofa-ocr-zh-small.tar.xz
-fi
-if [ -z "$INIT" ] && [ -f "$INIT_TAR" ]; then
-  mkdir -p /tmp/init && tar -C /tmp/init -xJf "$INIT_TAR" && INIT=$(dirname "$(ls /tmp/init/*/config.json | head -1)")
+if [ -z "$INIT" ] && [ "${INIT_TAR:-}" != none ]; then
+  INIT_TAR=${INIT_TAR:-.devrun/init.tar.xz}
+  if [ -f "$INIT_TAR" ]; then
+    mkdir -p /tmp/init && tar -C /tmp/init -xJf "$INIT_TAR" && INIT=$(dirname "$(ls /tmp/init/*/config.json | head -1)")
+  elif [ -f ofa_jax/models/ofa-ocr-zh-small/config.json ]; then
+    INIT=ofa_jax/models/ofa-ocr-zh-small
+  fi
 fi
 [ -n "$INIT" ] && EXTRA="--config.init.model_dir=$INIT $EXTRA" && echo "init: $INIT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; df -h /tmp | tail -1
