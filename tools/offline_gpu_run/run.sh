@@ -8,6 +8,7 @@
 #               which prepare.sh packs from the shipped model), else the shipped model dir
 #               ofa_jax/models/ofa-ocr-zh-small when it was sent; INIT_TAR=none: random weights
 #   REUSE / MAX_REUSE  replay factor (default: measured by the probe, at most 8)
+#   RATE_MARGIN the share of the probed rate the step count assumes (0.8)
 #   STEP_RATE / COMPILE_S  the train step's lines/s and compile seconds from an earlier probe on this
 #               kind of machine: the probe skips timing the step (one compilation less)
 #   DTYPE       compute dtype (float32; bfloat16 keeps float32 parameters and optimizer state)
