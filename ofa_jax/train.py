@@ -587,16 +587,16 @@ def _due(step: int, every: int) -> bool:
 MAX_STEPS_IN_FLIGHT = 2
 
 
-def _throttle(in_flight: list, metrics: Any, depth: int = MAX_STEPS_IN_FLIGHT) -> None:
+def _throttle(pending: list, depth: int = MAX_STEPS_IN_FLIGHT) -> None:
     """Wait for the step ``depth`` steps back before the loop fetches another batch.
 
-    JAX dispatches steps asynchronously; when the input is faster than the step, the loop would queue up
-    to ``log.every`` steps (each holding its batch in device memory) before it next reads metrics, and a
+    ``pending``: the metrics of the steps since the last log (reading them there waited for all). JAX
+    dispatches steps asynchronously; when the input is faster than the step, the loop would queue up to
+    ``log.every`` steps (each holding its batch in device memory) before it next reads metrics, and a
     SIGTERM would then wait for all of them before its checkpoint (6 minutes for 50 queued steps on a
     2-core CPU). ``depth`` steps ahead keep the device busy while bounding both."""
-    in_flight.append(metrics)
-    while len(in_flight) > depth:
-        jax.block_until_ready(in_flight.pop(0))
+    if len(pending) > depth:
+        jax.block_until_ready(pending[-depth - 1])
 
 
 def _fmt_time(s: float) -> str:
@@ -830,7 +830,6 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
         f"mesh {dict(s.mesh.shape)}, {jax.process_count()} process(es), image {'x'.join(map(str, image_hw(input_size(cfg))))}")
     last_train, last_val = {}, {}
     pending = []  # device metrics since the last log
-    in_flight = []  # the last MAX_STEPS_IN_FLIGHT steps' metrics (_throttle)
     t_log, n_log = time.perf_counter(), 0
     t_start = time.perf_counter()
     step = start
@@ -842,7 +841,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
         state, m = train_step(state, arrays, base_rng)
         step += 1
         pending.append(m)
-        _throttle(in_flight, m)
+        _throttle(pending)
         n_log += 1
         is_last = step == s.total_steps
         if _due(step, cfg.log.every) or is_last:

@@ -143,9 +143,11 @@ def test_loop_keeps_at_most_two_steps_in_flight(monkeypatch):
     for at most two queued steps (not all those since the last log) and queued batches do not pile up."""
     waited = []
     monkeypatch.setattr(train.jax, "block_until_ready", lambda x: waited.append(x) or x)
-    in_flight = []
+    pending = []  # metrics since the last log, as the loop keeps them
     for i in range(5):
-        train._throttle(in_flight, {"step": i})
+        pending.append({"step": i})
+        train._throttle(pending)
+        in_flight = [m for m in pending if m not in waited]
         assert len(in_flight) == min(i + 1, train.MAX_STEPS_IN_FLIGHT)
     assert [w["step"] for w in waited] == [0, 1, 2]
     assert [m["step"] for m in in_flight] == [3, 4]
