@@ -53,11 +53,36 @@ def font_key(path: str | os.PathLike) -> str:
     return PIL_DEFAULT if str(path) == PIL_DEFAULT else Path(path).name
 
 
+# Family-name suffixes of the simplified-Chinese face in a font collection (Noto CJK "SC", AR PL "CN").
+_SIMPLIFIED_FACE_TAGS = ("SC", "CN", "GB")
+
+
+@functools.lru_cache(maxsize=64)
+def face_index(path: str) -> int:
+    """Which face of a font file to draw with: the simplified-Chinese one where a collection has it.
+
+    Noto's ``NotoSansCJK-*.ttc`` open on their Japanese face (index 0), whose forms differ from the
+    Chinese ones in ~40% of GB2312 characters (e.g. the top of 说, the strokes of 骨 and 直); a Chinese OCR
+    model trained on them reads the Chinese forms worse. Single-face files and collections without such a
+    face (WenQuanYi) use face 0.
+    """
+    if path == PIL_DEFAULT or not str(path).lower().endswith(".ttc"):
+        return 0
+    for i in range(16):
+        try:
+            family = ImageFont.truetype(path, 16, index=i).getname()[0] or ""
+        except OSError:
+            break
+        if family.split()[-1:] and family.split()[-1] in _SIMPLIFIED_FACE_TAGS:
+            return i
+    return 0
+
+
 @functools.lru_cache(maxsize=256)
 def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
     if path == PIL_DEFAULT:
         return ImageFont.load_default(size)
-    return ImageFont.truetype(path, size)
+    return ImageFont.truetype(path, size, index=face_index(path))
 
 
 @functools.lru_cache(maxsize=64)

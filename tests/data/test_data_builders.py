@@ -167,6 +167,28 @@ def test_synthetic_cjk_renders(tmp_path):
         assert all(render.font_has_char(render.find_cjk_fonts()[0], ch) for ch in e["text"].decode())
 
 
+def test_font_collections_draw_their_simplified_chinese_face():
+    """Noto's CJK collections open on their Japanese face; the renderer must pick the SC one."""
+    from PIL import ImageFont
+
+    assert render.face_index(render.PIL_DEFAULT) == 0
+    fonts = render.find_cjk_fonts()
+    noto = [p for p in fonts if render.font_key(p).startswith("NotoSansCJK")]
+    if not noto:
+        pytest.skip("fonts-noto-cjk not installed")
+    for p in noto:
+        i = render.face_index(p)
+        assert ImageFont.truetype(p, 16, index=0).getname()[0].endswith(" JP")
+        assert ImageFont.truetype(p, 16, index=i).getname()[0].endswith(" SC")
+        assert render.load_font(p, 16).getname()[0].endswith(" SC")
+        # the two faces draw 直 differently, and lines are rendered with the Chinese one
+        masks = [bytes(ImageFont.truetype(p, 32, index=k).getmask("直")) for k in (0, i)]
+        assert masks[0] != masks[1] and bytes(render.load_font(p, 32).getmask("直")) == masks[1]
+    for p in fonts:  # single-face files and collections without a Chinese-tagged face keep face 0
+        if not p.endswith(".ttc") or render.font_key(p).startswith("wqy"):
+            assert render.face_index(p) == 0
+
+
 def test_build_cli_folder(tmp_path, capsys):
     import json
 

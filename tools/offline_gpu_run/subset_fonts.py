@@ -3,10 +3,11 @@ font packages and a size limit on what can be sent to it (fonts shrink ~5x: 88 M
 
     python tools/offline_gpu_run/subset_fonts.py OUT_DIR [--probe-only 2]
 
-Glyph outlines are kept as they are; only unused glyphs go. ``--probe-only N`` reduces the last N fonts
-(the held-out test fonts of ``heldout_fonts=N``) to the few characters that make them count as CJK
-fonts: a training machine needs them only so that the sorted font list, and with it the held-out
-split, stays the same. Needs ``pip install fonttools``.
+Glyph outlines are kept as they are; only unused glyphs go. A collection keeps one face, the one
+``render.face_index`` draws with, so the subset draws the same glyphs as the full file here.
+``--probe-only N`` reduces the last N fonts (the held-out test fonts of ``heldout_fonts=N``) to the
+few characters that make them count as CJK fonts: a training machine needs them only so that the
+sorted font list, and with it the held-out split, stays the same. Needs ``pip install fonttools``.
 """
 import argparse
 import os
@@ -36,9 +37,10 @@ def main():
     full = line_characters()
     for i, path in enumerate(fonts):
         chars = render._CJK_PROBE if i >= len(fonts) - args.probe_only else full
-        font = TTFont(path, fontNumber=0)  # the face PIL draws (index 0 of a .ttc)
+        face = render.face_index(path)  # the face lines are drawn with (Noto CJK: SC, not JP)
+        font = TTFont(path, fontNumber=face)
         opts = subset.Options()
-        opts.font_number, opts.hinting, opts.notdef_outline, opts.layout_features, opts.name_IDs = 0, True, True, ["*"], ["*"]
+        opts.font_number, opts.hinting, opts.notdef_outline, opts.layout_features, opts.name_IDs = face, True, True, ["*"], ["*"]
         sub = subset.Subsetter(opts)
         sub.populate(unicodes=[ord(c) for c in chars])
         sub.subset(font)

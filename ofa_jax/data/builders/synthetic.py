@@ -55,8 +55,12 @@ class OcrSyntheticZhConfig(tfds.core.BuilderConfig):
 class OcrSyntheticZh(ArrayRecordBuilder):
     """Rendered Chinese text lines (features: id, image bytes, text, font, degraded)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Font collections draw with their simplified-Chinese face (Noto CJK SC, was JP); "
+                 "the WenQuanYi test fonts are unchanged.",
+    }
     BUILDER_CONFIGS = [
         OcrSyntheticZhConfig(name="printed", description="clean renders", degraded_fraction=0.0),
         OcrSyntheticZhConfig(name="degraded", description="degraded renders", degraded_fraction=1.0),
