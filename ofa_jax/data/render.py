@@ -61,10 +61,10 @@ _SIMPLIFIED_FACE_TAGS = ("SC", "CN", "GB")
 def face_index(path: str) -> int:
     """Which face of a font file to draw with: the simplified-Chinese one where a collection has it.
 
-    Noto's ``NotoSansCJK-*.ttc`` open on their Japanese face (index 0), whose forms differ from the
-    Chinese ones in ~40% of GB2312 characters (e.g. the top of 说, the strokes of 骨 and 直); a Chinese OCR
-    model trained on them reads the Chinese forms worse. Single-face files and collections without such a
-    face (WenQuanYi) use face 0.
+    Noto's ``Noto*CJK-*.ttc`` open on their Japanese face (index 0), whose glyphs differ from the
+    Chinese ones in 42% of GB2312 hanzi (``bench/font_faces.py``): mostly stroke details, but also forms
+    of common characters (说, 骨, 直, 令, 这, 真); a model trained on them misreads those more often in
+    Chinese fonts. Single-face files and collections without such a face (WenQuanYi) use face 0.
     """
     if path == PIL_DEFAULT or not str(path).lower().endswith(".ttc"):
         return 0
