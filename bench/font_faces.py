@@ -57,10 +57,8 @@ def error_rates(jsonl: str, differs: dict[str, bool]) -> dict:
             if a in differs:
                 seen[differs[a]] += 1
                 wrong[differs[a]] += a != b
-    return {"faces_differ": {"chars": seen[True], "wrong": wrong[True],
-                             "error_rate": round(wrong[True] / max(seen[True], 1), 4)},
-            "faces_same": {"chars": seen[False], "wrong": wrong[False],
-                           "error_rate": round(wrong[False] / max(seen[False], 1), 4)}}
+    return {name: {"chars": seen[k], "wrong": wrong[k], "error_rate": round(wrong[k] / max(seen[k], 1), 4)}
+            for name, k in (("faces_differ", True), ("faces_same", False))}
 
 
 def main():

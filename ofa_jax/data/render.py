@@ -73,7 +73,7 @@ def face_index(path: str) -> int:
             family = ImageFont.truetype(path, 16, index=i).getname()[0] or ""
         except OSError:
             break
-        if family.split()[-1:] and family.split()[-1] in _SIMPLIFIED_FACE_TAGS:
+        if family.rpartition(" ")[2] in _SIMPLIFIED_FACE_TAGS:
             return i
     return 0
 
