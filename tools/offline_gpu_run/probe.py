@@ -67,7 +67,8 @@ def main():
     from ofa_jax.data import render
     from ofa_jax.tokenizer import OFATokenizer
     fonts = [render.font_key(f) for f in render.find_cjk_fonts()]
-    want = ['NotoSansCJK-Bold.ttc', 'NotoSansCJK-Regular.ttc', 'NotoSerifCJK-Bold.ttc', 'NotoSerifCJK-Regular.ttc',
+    want = ['NotoSansCJK-Black.ttc', 'NotoSansCJK-Bold.ttc', 'NotoSansCJK-Light.ttc',
+            'NotoSansCJK-Regular.ttc', 'NotoSerifCJK-Bold.ttc', 'NotoSerifCJK-Regular.ttc', 'SmileySans-Oblique.ttf',
             'gbsn00lp.ttf', 'gkai00mp.ttf', 'ukai.ttc', 'uming.ttc', 'wqy-microhei.ttc', 'wqy-zenhei.ttc']
     say("fonts", fonts)
     if os.environ.get("CHECK_FONTS", "1") != "0":  # 0: a dry run on another machine
