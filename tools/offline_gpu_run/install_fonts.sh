@@ -6,6 +6,7 @@
 # Light and Black come from fonts-noto-cjk-extra, which has ten more weights; only these two are
 # copied, so the Noto Sans design does not outnumber the others in the per-line font draw.
 set -eu
+apt-get update -q >/dev/null  # a fresh container has no package lists
 apt-get install -y -q fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-arphic-gbsn00lp \
   fonts-arphic-gkai00mp fonts-wqy-zenhei fonts-wqy-microhei fonts-smiley-sans
 tmp=$(mktemp -d)
