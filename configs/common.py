@@ -26,6 +26,8 @@ def base() -> ml_collections.ConfigDict:
     c.data.image_size = 480            # square side (the released checkpoints' 480), or the width ...
     c.data.image_height = 0            # ... of HxW inputs when > 0 (line-shaped models of our own)
     c.data.max_target_tokens = 64
+    c.data.spell_alnum = False        # True: targets spell letter/digit runs one token per character
+                                      # (ours, not the reference's; OFATokenizer.spell_alnum says why)
     c.data.augment = True
     c.data.num_workers = 0
     c.data.bad_records = "skip"       # unreadable records: "skip" (counted, named, no loss) or "error"

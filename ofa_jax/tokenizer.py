@@ -59,6 +59,7 @@ _MAX_CHARS_PER_WORD = 100  # longer words become <unk> (BERT's WordPiece default
 # Candidates for added tokens; a match only counts if it is really in the vocabulary
 # (``<code_8192>`` or ``<code_01>`` are plain text).
 _ADDED_TOKEN_RE = re.compile(r"<(?:s|/s|pad|unk|mask|code_[0-9]+|bin_[0-9]+)>")
+_ALNUM_RE = re.compile(r"[a-z0-9]+")
 
 # ModelScope's OCR post-processing (``OfaForAllTasks.detokenizer``).
 _OCR_SPACES_RE = re.compile(r"((?<=[^ a-zA-Z0-9.,:!?]) +| +(?=[^ a-zA-Z0-9.,:!?]))")
@@ -329,6 +330,26 @@ class OFATokenizer:
             else:
                 ids.extend(tok.id for tok in self._wordpiece.tokenize(word))
         return ids
+
+    def spell_alnum(self, ids: Sequence[int]) -> list[int]:
+        """``ids`` with every wordpiece of several ASCII letters/digits split into one piece per character
+        (``["g20", "##96"]`` -> ``["g", "##2", "##0", "##9", "##6"]``); other ids unchanged.
+
+        A training-target option of our own, not the reference's: WordPiece spells a random letter or
+        digit run with whichever of thousands of pieces fits (``XAJ`` -> ``xa ##j``), so a line reader
+        must learn each piece as a class; spelled out, the 36 characters and their ``##`` forms are all
+        it needs. Decoding is unchanged (``decode`` joins ``##`` pieces either way)."""
+        out: list[int] = []
+        for i in ids:
+            tok = self._tokens[i] if 0 <= i < len(self._tokens) else ""
+            body = tok[2:] if tok.startswith("##") else tok
+            if len(body) > 1 and _ALNUM_RE.fullmatch(body):
+                first = tok[:3] if tok.startswith("##") else tok[0]
+                out.append(self._token_to_id[first])
+                out.extend(self._token_to_id["##" + ch] for ch in body[1:])
+            else:
+                out.append(i)
+        return out
 
     # -- decoding -----------------------------------------------------------------------------------
 

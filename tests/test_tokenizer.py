@@ -206,6 +206,24 @@ def test_decode_rules(tok):
 
 
 @pytest.mark.parametrize(
+    "text, spelled",
+    [
+        ("XAJ", ["x", "##a", "##j"]),                       # wordpieces: xa ##j
+        ("g2096办", ["g", "##2", "##0", "##9", "##6", "办"]),  # g20 ##96
+        ("中 ab 12", ["中", "a", "##b", "1", "##2"]),
+        ("x 7 中文，", ["x", "7", "中", "文", "，"]),         # single characters, hanzi, punctuation: as is
+        ("café", ["c", "##a", "##f", "##e"]),              # accents stripped first, as encode does
+    ],
+)
+def test_spell_alnum(tok, text, spelled):
+    ids = tok.encode(text)
+    out = tok.spell_alnum(ids)
+    assert tok.convert_ids_to_tokens(out) == spelled
+    assert tok.decode(out) == tok.decode(ids)  # the same text back
+    assert tok.spell_alnum([tok.unk_id, 99999, -1]) == [tok.unk_id, 99999, -1]
+
+
+@pytest.mark.parametrize(
     "text, out",
     [
         (" 中 文 ", "中文"),

@@ -5,6 +5,8 @@ Sources (named in a builder config):
 * ``"gb2312"`` - random strings over the GB2312 hanzi (level 1: 3,755 common characters, weighted
   4:1 over level 2: 3,008 less common ones), decoded from Python's own ``gb2312`` codec, with
   occasional digits, Latin letters and Chinese punctuation. Always available.
+* ``"rare"`` - like ``"gb2312"``, weighted toward level-2 hanzi, Latin and digit runs (for continuing
+  a model that misreads those; evaluation keeps ``"gb2312"``).
 * ``"alnum"`` - random Latin letters/digits/ASCII punctuation words (always available; also what
   tests use on machines without a CJK font).
 * ``"hsk"`` - the 4,354 graded sentences of the PyPI package ``hsk-sentences-audio`` (dataset licence
@@ -133,7 +135,7 @@ def fixed_lines(source: str) -> tuple[str, ...] | None:
         return tuple(read_lines(source[5:]))
     if source in RANDOM_SOURCES:
         return None
-    raise ValueError(f"unknown text source {source!r} (gb2312, alnum, words, hsk, file:PATH)")
+    raise ValueError(f"unknown text source {source!r} (gb2312, rare, alnum, words, hsk, file:PATH)")
 
 
 def split_of_line(line: str, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> int:
@@ -162,6 +164,28 @@ def random_gb2312_line(rng: np.random.Generator, min_len: int, max_len: int) -> 
             k = int(rng.integers(1, 5))
             out.extend(_LATIN[i] for i in rng.integers(0, len(_LATIN), size=k))
         elif r < 0.92:
+            out.append(level1[rng.integers(len(level1))])
+        else:
+            out.append(level2[rng.integers(len(level2))])
+    return "".join(out[:n]).strip() or level1[0]
+
+
+def random_rare_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
+    """Like ``gb2312`` but weighted toward what it draws least: half the hanzi from level 2 (there 1 in
+    11) and Latin and digit runs ten and three times as often. For continuing a model whose errors are
+    in these classes; evaluation keeps the ``gb2312`` mix."""
+    level1, level2 = gb2312_hanzi()
+    n = int(rng.integers(min_len, max_len + 1))
+    out = []
+    while len(out) < n:
+        r = rng.random()
+        if r < 0.05 and out:
+            out.append(_CN_PUNCT[rng.integers(len(_CN_PUNCT))])
+        elif r < 0.20:
+            out.extend(_DIGITS[i] for i in rng.integers(0, 10, size=int(rng.integers(1, 5))))
+        elif r < 0.40:
+            out.extend(_LATIN[i] for i in rng.integers(0, len(_LATIN), size=int(rng.integers(1, 5))))
+        elif r < 0.70:
             out.append(level1[rng.integers(len(level1))])
         else:
             out.append(level2[rng.integers(len(level2))])
@@ -198,7 +222,8 @@ def random_words_line(rng: np.random.Generator, min_len: int, max_len: int) -> s
     return out[:n]
 
 
-RANDOM_SOURCES = {"gb2312": random_gb2312_line, "alnum": random_alnum_line, "words": random_words_line}
+RANDOM_SOURCES = {"gb2312": random_gb2312_line, "rare": random_rare_line, "alnum": random_alnum_line,
+                  "words": random_words_line}
 
 
 def random_line(source: str, rng: np.random.Generator, min_len: int, max_len: int) -> str:

@@ -73,6 +73,7 @@ class PipelineConfig:
     image_size: int | tuple[int, int] = 480  # square (reference rule) or (height, width)
     max_target_tokens: int = 64  # tokens before eos (OFA decodes at most 64)
     max_target_words: int | None = None  # ModelScope's word-level `max_tgt_length` cut (None: off)
+    spell_alnum: bool = False  # targets spell Latin/digit runs one token per character (not the reference's)
     train: bool = True
     seed: int = 0
     num_epochs: int | None = None  # None: forever when training, 1 otherwise
@@ -90,12 +91,15 @@ class PipelineConfig:
 # ----------------------------------------------------------------------------- element transforms
 
 def encode_target(text: str, tokenizer: Tokenizer, max_tokens: int,
-                  max_words: int | None = None) -> tuple[np.ndarray, bool]:
-    """(tokens + eos as int32, truncated?) for one label, with OFA's training normalisation."""
+                  max_words: int | None = None, spell_alnum: bool = False) -> tuple[np.ndarray, bool]:
+    """(tokens + eos as int32, truncated?) for one label, with OFA's training normalisation;
+    ``spell_alnum``: letter/digit runs one token per character (`OFATokenizer.spell_alnum`)."""
     words = train_normalize(text).strip().split()
     if max_words is not None:
         words = words[:max_words]
     ids = list(tokenizer.encode(" ".join(words)))
+    if spell_alnum:
+        ids = tokenizer.spell_alnum(ids)
     truncated = len(ids) > max_tokens
     return np.asarray(ids[:max_tokens] + [EOS], np.int32), truncated
 
@@ -133,7 +137,7 @@ class _Prepare:
             img = augment_image(img, rng)
         text = rec["text"].decode("utf-8") if isinstance(rec["text"], bytes) else rec["text"]
         target, truncated = encode_target(text, self.tokenizer, self.cfg.max_target_tokens,
-                                          self.cfg.max_target_words)
+                                          self.cfg.max_target_words, self.cfg.spell_alnum)
         out = {"image": resize_and_pad_uint8(img, size=self.cfg.image_size),
                "target": target, "truncated": truncated}
         if self.keep_text:

@@ -6,7 +6,7 @@ import pytest
 from ofa_jax.data import corpus
 
 
-@pytest.mark.parametrize("source", ["gb2312", "alnum", "words"])
+@pytest.mark.parametrize("source", ["gb2312", "rare", "alnum", "words"])
 def test_random_lines_are_seeded_and_sized(source):
     if not corpus.available(source):
         pytest.skip(f"text source {source!r} not installed")
@@ -74,3 +74,20 @@ def test_words_from_a_file_of_your_own(tmp_path, monkeypatch):
             corpus.jieba_words()
     finally:
         corpus.jieba_words.cache_clear()
+
+
+def test_rare_source_oversamples_level2_latin_and_digits():
+    level1, level2 = (set(x) for x in corpus.gb2312_hanzi())
+
+    def shares(source):
+        rng = np.random.default_rng(0)
+        text = "".join(corpus.random_line(source, rng, 12, 12) for _ in range(2000))
+        hanzi = [c for c in text if c in level1 or c in level2]
+        return (sum(c in level2 for c in hanzi) / len(hanzi),
+                sum(c.isascii() and c.isalpha() for c in text) / len(text),
+                sum(c.isdigit() for c in text) / len(text))
+
+    l2, latin, digits = shares("rare")
+    g_l2, g_latin, g_digits = shares("gb2312")
+    assert 0.45 < l2 < 0.55 and g_l2 < 0.12
+    assert latin > 5 * g_latin and digits > 2 * g_digits

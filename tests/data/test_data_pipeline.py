@@ -69,6 +69,14 @@ def test_encode_target_word_cut_like_modelscope():
     assert ids.tolist() == CharTokenizer().encode("ab cd") + [P.EOS] and not cut
 
 
+def test_encode_target_spell_alnum():
+    tok = P.default_tokenizer()
+    ids, _ = P.encode_target("ＡＢ 中", tok, max_tokens=10, spell_alnum=True)  # NFKC, then spelled
+    assert tok.convert_ids_to_tokens(ids[:-1]) == ["a", "##b", "中"] and ids[-1] == P.EOS
+    plain, _ = P.encode_target("ＡＢ 中", tok, max_tokens=10)
+    assert tok.convert_ids_to_tokens(plain[:-1]) == ["ab", "中"]
+
+
 def test_eval_is_ordered_and_pads_last_batch():
     batches = list(P.make_iterator(source(10), cfg(train=False), CharTokenizer()))
     assert len(batches) == 3

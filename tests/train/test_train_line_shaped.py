@@ -53,3 +53,10 @@ def test_every_zero_means_at_the_end_and_bf16_export(tmp_path):
     flat = load_file(str(out / "params.safetensors"))
     assert {a.dtype for k, a in flat.items() if k.startswith("params/")} == {np.dtype(ml_dtypes.bfloat16)}
     assert {a.dtype for k, a in flat.items() if k.startswith("batch_stats/")} <= {np.dtype(np.float32)}
+
+
+def test_spell_alnum_reaches_the_training_pipeline():
+    """``data.spell_alnum`` (off by default, the reference's targets) is passed to the pipeline."""
+    assert train.train_pipeline_config(tiny_config(), 0, 1).spell_alnum is False
+    cfg = tiny_config(**{"data.spell_alnum": True})
+    assert train.train_pipeline_config(cfg, 0, 1).spell_alnum is True
