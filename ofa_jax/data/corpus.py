@@ -2,8 +2,9 @@
 
 Sources (named in a builder config):
 
-* ``"gb2312"`` - random strings over the GB2312 hanzi (level 1: 3,755 common characters, weighted
-  4:1 over level 2: 3,008 less common ones), decoded from Python's own ``gb2312`` codec, with
+* ``"gb2312"`` - random strings over the GB2312 hanzi (level 1: 3,755 common characters, drawn ten
+  times as often as level 2: 3,008 less common ones, so each level-1 character about eight times as
+  often as each level-2 one), decoded from Python's own ``gb2312`` codec, with
   occasional digits, Latin letters and Chinese punctuation. Always available.
 * ``"rare"`` - like ``"gb2312"``, weighted toward level-2 hanzi, Latin and digit runs (for continuing
   a model that misreads those; evaluation keeps ``"gb2312"``).
@@ -149,47 +150,41 @@ def split_of_line(line: str, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> in
     return len(fractions) - 1
 
 
-def random_gb2312_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
+def _random_hanzi_line(rng: np.random.Generator, min_len: int, max_len: int,
+                       cuts: tuple[float, float, float, float]) -> str:
+    """Random GB2312 string: each draw is punctuation, a digit run, a Latin run, a level-1 or a level-2
+    hanzi, by a uniform number against the cumulative ``cuts`` (the first three, the fourth; level 2
+    above it). Punctuation never opens a line (that draw becomes a digit run)."""
     level1, level2 = gb2312_hanzi()
+    punct, digits, latin, hanzi1 = cuts
     n = int(rng.integers(min_len, max_len + 1))
     out = []
     while len(out) < n:
         r = rng.random()
-        if r < 0.05 and out:
+        if r < punct and out:
             out.append(_CN_PUNCT[rng.integers(len(_CN_PUNCT))])
-        elif r < 0.10:
+        elif r < digits:
             k = int(rng.integers(1, 5))
             out.extend(_DIGITS[i] for i in rng.integers(0, 10, size=k))
-        elif r < 0.12:
+        elif r < latin:
             k = int(rng.integers(1, 5))
             out.extend(_LATIN[i] for i in rng.integers(0, len(_LATIN), size=k))
-        elif r < 0.92:
+        elif r < hanzi1:
             out.append(level1[rng.integers(len(level1))])
         else:
             out.append(level2[rng.integers(len(level2))])
     return "".join(out[:n]).strip() or level1[0]
+
+
+def random_gb2312_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
+    return _random_hanzi_line(rng, min_len, max_len, (0.05, 0.10, 0.12, 0.92))
 
 
 def random_rare_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
     """Like ``gb2312`` but weighted toward what it draws least: half the hanzi from level 2 (there 1 in
     11) and Latin and digit runs ten and three times as often. For continuing a model whose errors are
     in these classes; evaluation keeps the ``gb2312`` mix."""
-    level1, level2 = gb2312_hanzi()
-    n = int(rng.integers(min_len, max_len + 1))
-    out = []
-    while len(out) < n:
-        r = rng.random()
-        if r < 0.05 and out:
-            out.append(_CN_PUNCT[rng.integers(len(_CN_PUNCT))])
-        elif r < 0.20:
-            out.extend(_DIGITS[i] for i in rng.integers(0, 10, size=int(rng.integers(1, 5))))
-        elif r < 0.40:
-            out.extend(_LATIN[i] for i in rng.integers(0, len(_LATIN), size=int(rng.integers(1, 5))))
-        elif r < 0.70:
-            out.append(level1[rng.integers(len(level1))])
-        else:
-            out.append(level2[rng.integers(len(level2))])
-    return "".join(out[:n]).strip() or level1[0]
+    return _random_hanzi_line(rng, min_len, max_len, (0.05, 0.20, 0.40, 0.70))
 
 
 def random_alnum_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
