@@ -55,6 +55,9 @@ def base() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.999
     c.optim.eps = 1e-8
     c.optim.clip_norm = 1.0
+    c.optim.freeze = ""                # regex on parameter paths ("encoder/embed_images/conv1/kernel"):
+                                      # those keep their values (no gradient, update, decay or Adam state);
+                                      # "^encoder/" trains only the decoder and the shared token embedding
 
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.1

@@ -55,6 +55,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -107,6 +108,45 @@ def polynomial_decay_with_warmup(lr: float, total_steps: int, warmup_steps: int,
     return schedule
 
 
+def param_path(path) -> str:
+    """A key path of the params tree as ``"encoder/embed_images/conv1/kernel"`` (what ``optim.freeze``
+    matches, and what model dirs name their tensors)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def frozen_predicate(cfg):
+    """``is_frozen(key_path) -> bool`` for ``optim.freeze`` (a regular expression searched in each
+    parameter's path; "" freezes nothing)."""
+    pattern = cfg.optim.get("freeze") or ""
+    if not pattern:
+        return lambda path: False
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"optim.freeze={pattern!r} is not a regular expression ({e})") from None
+    return lambda path: bool(rx.search(param_path(path)))
+
+
+def check_freeze(cfg, params) -> Optional[str]:
+    """None without ``optim.freeze``; else a one-line summary. A pattern that freezes nothing or
+    everything is a mistake (a typo in a path, or ``.``): an error, not a silent no-op."""
+    if not cfg.optim.get("freeze"):
+        return None
+    is_frozen = frozen_predicate(cfg)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    sizes = [(is_frozen(p), math.prod(x.shape)) for p, x in leaves]
+    frozen = sum(n for f, n in sizes if f)
+    total = sum(n for _, n in sizes)
+    if frozen == 0:
+        raise ValueError(f"optim.freeze={cfg.optim.freeze!r} matches no parameter "
+                         f"(paths look like {param_path(leaves[0][0])!r})")
+    if frozen == total:
+        raise ValueError(f"optim.freeze={cfg.optim.freeze!r} matches every parameter: nothing would train")
+    n_frozen = sum(1 for f, _ in sizes if f)
+    return (f"freeze: {frozen / 1e6:.2f} M of {total / 1e6:.2f} M parameters ({n_frozen} of {len(sizes)} tensors) "
+            f"frozen by {cfg.optim.freeze!r}")
+
+
 def make_optimizer(cfg, total_steps: int):
     o = cfg.optim
     warmup = int(o.warmup_ratio * total_steps) if o.get("warmup_steps") is None else int(o.warmup_steps)
@@ -116,7 +156,15 @@ def make_optimizer(cfg, total_steps: int):
         parts.append(optax.clip_by_global_norm(o.clip_norm))
     # torch.optim.AdamW semantics: decoupled decay lr * wd * p on every parameter.
     parts.append(optax.adamw(sched, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
-    return optax.chain(*parts), sched
+    tx = optax.chain(*parts)
+    if o.get("freeze"):
+        # Frozen parameters get no update, no weight decay and no Adam moments (less optimizer memory);
+        # their gradients are never computed (_StepParts stops them), so clipping sees the trained ones.
+        is_frozen = frozen_predicate(cfg)
+        labels = lambda params: jax.tree_util.tree_map_with_path(
+            lambda p, _: "frozen" if is_frozen(p) else "train", params)
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    return tx, sched
 
 
 # ----------------------------------------------------------------------------- config helpers
@@ -393,8 +441,14 @@ class _StepParts:
                 kl = losses.rdrop_kl(logits[:half], logits[half:], mask[:half])
             return loss_sum, (nll_sum, n, kl, new_bs)
 
+        is_frozen = frozen_predicate(cfg)
+
         def objective(params, batch_stats, mb, rng, n_total):
             """This micro-batch's share of the whole batch's loss (token mean uses the batch total)."""
+            # optim.freeze: no gradient flows into frozen parameters, so XLA never computes their
+            # backward pass (with the whole encoder frozen, only the decoder's is left).
+            params = jax.tree_util.tree_map_with_path(
+                lambda p, x: jax.lax.stop_gradient(x) if is_frozen(p) else x, params)
             loss_sum, (nll_sum, n, kl, bs) = micro_loss(params, batch_stats, mb, rng)
             return loss_sum / n_total + alpha * kl, (nll_sum, bs)
 
@@ -695,10 +749,13 @@ def build(cfg, train_len: Optional[int]) -> Setup:
     boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.PRNGKey(0), image_hw(input_size(cfg))))
     var_shardings = nn.meta.unbox(partitioning.variable_shardings(boxed, mesh))
     abstract_vars = nn.meta.unbox(boxed)
+    check_freeze(cfg, abstract_vars["params"])
     opt_abstract = jax.eval_shape(tx.init, abstract_vars["params"])
     rep = NamedSharding(mesh, P())
-    opt_shardings = optax.tree_map_params(tx, lambda _, s: s, opt_abstract, var_shardings["params"],
-                                          transform_non_params=lambda _: rep)
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # optim.freeze: no Adam state for frozen parameters
+    opt_shardings = optax.tree_map_params(tx, lambda a, s: a if masked(a) else s, opt_abstract,
+                                          var_shardings["params"], transform_non_params=lambda _: rep,
+                                          is_leaf=masked)
     state_shardings = TrainState(step=rep, params=var_shardings["params"],
                                  batch_stats=var_shardings.get("batch_stats", {}), opt_state=opt_shardings,
                                  nonfinite=rep)
@@ -828,6 +885,9 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     report = DataReport()
     log(f"train: {s.total_steps} steps, global batch {cfg.batch_size} (x{cfg.grad_accum_steps} accumulation), "
         f"mesh {dict(s.mesh.shape)}, {jax.process_count()} process(es), image {'x'.join(map(str, image_hw(input_size(cfg))))}")
+    freeze = check_freeze(cfg, s.abstract_state.params)
+    if freeze:
+        log(freeze)
     last_train, last_val = {}, {}
     pending = []  # device metrics since the last log
     t_log, n_log = time.perf_counter(), 0
