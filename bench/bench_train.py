@@ -1,7 +1,8 @@
 """Train step: ofa-jax vs the ModelScope PyTorch reference (same loss, AdamW, clipping), in the same run.
 
     python bench/bench_train.py --reference-python .venv-reference/bin/python [--presets tiny base] [--repeats 3] \
-        [--remat none|layers|full] [--grad-accum K] [--accum-loop host unroll] [--skip-reference-for base]
+        [--remat none|layers|full] [--grad-accum K] [--accum-loop host unroll] [--skip-reference-for base] \
+        [--freeze '^encoder/']
 
 Batch 8, 480x480 images, 12-token prompt, 32 target tokens, fp32, random weights, BatchNorm frozen on
 both sides (running statistics; OFA's fine-tuning default), dropout 0.1. One step = forward, label-smoothed
@@ -14,7 +15,9 @@ recomputation of ``--remat`` is not counted: it is the price of the memory saved
 batch of 8 as K sequential micro-batches (``config.grad_accum_steps``: the same gradient, activations
 of 8/K images alive at a time); ``--accum-loop`` how (``config.grad_accum_loop``: on CPU "auto" is a
 Python loop over jitted programs of ``--per-call`` micro-batches each (default: 2), "unroll" all K in one program). The ofa-jax worker also reports XLA's own
-account of the step's temporary buffers (``temp_gb``).
+account of the step's temporary buffers (``temp_gb``). ``--freeze REGEX`` is ``config.optim.freeze`` on
+both sides: the reference sets ``requires_grad=False`` on the PyTorch tensors whose ofa-jax path (through
+the converter's name table) the expression matches, and gives AdamW only the others.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ def _inputs():
     return images, src, target, prev
 
 
-def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto", per_call=0):
+def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto", per_call=0, freeze=""):
     import jax
     import jax.numpy as jnp
     sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -66,6 +69,7 @@ def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto", per_ca
     cfg.grad_accum_steps = accum
     cfg.grad_accum_loop = accum_loop
     cfg.grad_accum_per_call = per_call
+    cfg.optim.freeze = freeze
     s = train.build(cfg, None)
     state = train.initial_state(cfg, s, lambda m: None)
     images, src, target, prev = _inputs()
@@ -113,11 +117,24 @@ def worker_jax(preset, repeats, remat="none", accum=1, accum_loop="auto", per_ca
         compile_s -= statistics.median(times)
     return dict(impl="ofa-jax", median_s=statistics.median(times), times=times, compile_s=compile_s,
                 loss=float(m["loss"]), peak_rss_gb=peak_rss_gb(), run_peak_gb=window_peak_rss_gb(), temp_gb=temp_gb,
-                remat=remat, grad_accum=accum, accum_loop=label,
+                remat=remat, grad_accum=accum, accum_loop=label, freeze=freeze,
                 jax=jax.__version__)
 
 
-def worker_torch(preset, repeats):
+def _torch_frozen(model, preset, pattern):
+    """Names of the reference's parameters whose ofa-jax path matches ``pattern`` (the converter's table)."""
+    import re
+
+    from ofa_jax.config import PRESETS
+    from tools.convert_weights.mapping import table
+
+    path_of = {r.torch_key: r.flax_path.split("/", 1)[1] for r in table(PRESETS[preset])}
+    # Tensors outside the table (the decoder's image-generation embeddings) take no part in OCR: no
+    # gradient reaches them, and AdamW skips them either way.
+    return {n for n, _ in model.named_parameters() if n in path_of and re.search(pattern, path_of[n])}
+
+
+def worker_torch(preset, repeats, freeze=""):
     import numpy as np
     import torch
     from modelscope.models.multi_modal.ofa import OFAModel
@@ -136,7 +153,11 @@ def worker_torch(preset, repeats):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()
     crit = AdjustLabelSmoothedCrossEntropyCriterion(Args(label_smoothing=0.1))
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    frozen = _torch_frozen(model, preset, freeze) if freeze else set()
+    for n, p in model.named_parameters():
+        p.requires_grad_(n not in frozen)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=5e-5, weight_decay=0.01)
     images, src, target, prev = _inputs()
     x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2).contiguous()
     kw = dict(input_ids=torch.from_numpy(src).long(), patch_images=x, patch_masks=torch.ones(BATCH, dtype=torch.bool),
@@ -147,7 +168,7 @@ def worker_torch(preset, repeats):
         logits = model(**kw).logits
         loss, _, _ = crit.compute_loss(logits, {"target": tgt}, update_num=0)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(loss)
@@ -161,11 +182,12 @@ def worker_torch(preset, repeats):
         loss = one()
         times.append(time.perf_counter() - t0)
     return dict(impl="reference", median_s=statistics.median(times), times=times, compile_s=0.0, loss=loss,
-                peak_rss_gb=peak_rss_gb(), run_peak_gb=window_peak_rss_gb(), torch=torch.__version__)
+                peak_rss_gb=peak_rss_gb(), run_peak_gb=window_peak_rss_gb(), frozen_tensors=len(frozen),
+                torch=torch.__version__)
 
 
-def run_child(python, impl, preset, repeats, remat="none", accum=1, accum_loop="auto", per_call=0):
-    argv = ["--worker", impl, "--preset", preset, "--repeats", repeats]
+def run_child(python, impl, preset, repeats, remat="none", accum=1, accum_loop="auto", per_call=0, freeze=""):
+    argv = ["--worker", impl, "--preset", preset, "--repeats", repeats, "--freeze", freeze]
     if impl == "jax":
         argv += ["--remat", remat, "--grad-accum", accum, "--accum-loop", accum_loop, "--per-call", per_call]
     return run_worker(python, __file__, argv, f"{impl} {preset}")
@@ -187,15 +209,17 @@ def main():
                          "where it divides --grad-accum); several: one row each")
     ap.add_argument("--skip-reference-for", nargs="*", default=[],
                     help="presets whose reference step is not run (e.g. too little free memory for base)")
+    ap.add_argument("--freeze", default="", help="config.optim.freeze on both sides (a regex over ofa-jax "
+                    "parameter paths), e.g. '^encoder/'")
     ap.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--preset", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         if args.worker == "jax":
             print(json.dumps(worker_jax(args.preset, args.repeats, args.remat[0], args.grad_accum[0], args.accum_loop[0],
-                                        args.per_call[0])))
+                                        args.per_call[0], args.freeze)))
         else:
-            print(json.dumps(worker_torch(args.preset, args.repeats)))
+            print(json.dumps(worker_torch(args.preset, args.repeats, args.freeze)))
         return
 
     from bench.flops import forward_flops
@@ -205,19 +229,21 @@ def main():
         gflop = 3 * BATCH * forward_flops(PRESETS[preset], IMAGE, SRC_LEN, TGT_LEN)["total"] / 1e9
         ref = None
         if args.reference_python and preset not in args.skip_reference_for:
-            ref = run_child(args.reference_python, "torch", preset, args.repeats)
+            ref = run_child(args.reference_python, "torch", preset, args.repeats, freeze=args.freeze)
         for remat in args.remat:
             for accum in args.grad_accum:
                 for loop in (args.accum_loop if accum > 1 else ["auto"]):
                     for k in (args.per_call if accum > 1 and loop in ("host", "auto") else [1]):
                         res = {"preset": preset, "train_gflop_per_step": gflop}
-                        res["jax"] = run_child(sys.executable, "jax", preset, args.repeats, remat, accum, loop, k)
+                        res["jax"] = run_child(sys.executable, "jax", preset, args.repeats, remat, accum, loop, k,
+                                               args.freeze)
                         if ref:
                             res["ref"] = ref
                         rows.append(res)
                         print(json.dumps(res), file=sys.stderr, flush=True)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
-          f"{time.strftime('%Y-%m-%d')}; train step batch {BATCH}, {IMAGE}x{IMAGE}, {TGT_LEN} target tokens, fp32\n")
+          f"{time.strftime('%Y-%m-%d')}; train step batch {BATCH}, {IMAGE}x{IMAGE}, {TGT_LEN} target tokens, fp32"
+          f"{'; frozen: ' + repr(args.freeze) if args.freeze else ''}\n")
     print("| preset | remat | accum | loop | ofa-jax s | ref s | time ratio | ofa-jax GFLOP/s | ref GFLOP/s | compile s | "
           "XLA temp GB | ofa-jax peak GB | ref peak GB | mem ratio | ofa-jax run peak GB | ref run peak GB | "
           "run mem ratio |")
