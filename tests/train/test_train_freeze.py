@@ -13,15 +13,15 @@ def _params(model_dir):
 
 
 def test_freeze_encoder_trains_only_the_rest(tmp_path):
-    base = tiny_config(total_steps=1, **{"model.overrides": {"dropout": 0.0}})
-    train.train_and_evaluate(base, str(tmp_path / "a"))
-    train.export(base, str(tmp_path / "a"), str(tmp_path / "init"), which="last")
-
+    # Also the optimizer state's structure: frozen parameters have no Adam state (optax MaskedNode), and
+    # its shardings, checkpoint and restore must follow (the sharded run: the slow test below).
     cfg = tiny_config(total_steps=3, **{"model.overrides": {"dropout": 0.0}, "optim.freeze": "^encoder/",
-                                        "optim.lr": 1e-3, "init.model_dir": str(tmp_path / "init")})
-    train.train_and_evaluate(cfg, str(tmp_path / "b"))
-    train.export(cfg, str(tmp_path / "b"), str(tmp_path / "out"), which="last")
-    before, after = _params(tmp_path / "init"), _params(tmp_path / "out")
+                                        "optim.lr": 1e-3})
+    init = train.initial_state(cfg, train.build(cfg, None), lambda m: None).params  # what the run starts from
+    before = modeldir.flatten(jax.device_get(init))
+    train.train_and_evaluate(cfg, str(tmp_path / "run"))
+    train.export(cfg, str(tmp_path / "run"), str(tmp_path / "out"), which="last")
+    after = _params(tmp_path / "out")
     assert before.keys() == after.keys()
     enc = [k for k in before if k.startswith("encoder/")]
     rest = [k for k in before if not k.startswith("encoder/")]
@@ -55,3 +55,20 @@ def test_freeze_summary_counts_parameters():
     msg = train.check_freeze(tiny_config(**{"optim.freeze": "^encoder/"}), params)
     assert "0.00 M of 0.00 M" in msg and "1 of 2 tensors" in msg
     assert train.check_freeze(tiny_config(), params) is None
+
+
+@pytest.mark.slow
+def test_freeze_sharded_matches_one_device(tmp_path):
+    """With frozen parameters a data x fsdp x tensor mesh trains as one device does (the optimizer
+    state's shardings skip the MaskedNodes of frozen parameters)."""
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 (fake) devices")
+    from helpers import train_losses
+
+    runs = []
+    for i, mesh in enumerate(({}, {"mesh.num_devices": 8, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})):
+        cfg = tiny_config(total_steps=3, **{"optim.freeze": "^encoder/embed_images/", **mesh})
+        train.train_and_evaluate(cfg, str(tmp_path / str(i)))
+        runs.append(train_losses(tmp_path / str(i)))
+    assert len(runs[0]) == 3 and runs[0][-1] != runs[0][0]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-5, atol=0)
