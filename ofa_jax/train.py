@@ -79,6 +79,11 @@ from ofa_jax.remat import exact_zero
 from ofa_jax.xla_options import compiler_options
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work (or that does not fit the model dir or checkpoint it names): the
+    command line prints it as one line and exits 2."""
+
+
 # ----------------------------------------------------------------------------- state
 
 
@@ -96,7 +101,7 @@ def polynomial_decay_with_warmup(lr: float, total_steps: int, warmup_steps: int,
     """transformers' ``get_polynomial_decay_schedule_with_warmup`` (what ModelScope's OFA trainer uses):
     linear warmup 0 -> lr, then ``(lr - end) * (1 - progress)**power + end``, then ``end``."""
     if not lr > end_lr:
-        raise ValueError(f"end_lr ({end_lr}) must be smaller than lr ({lr})")
+        raise ConfigError(f"end_lr ({end_lr}) must be smaller than lr ({lr})")
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
@@ -123,7 +128,7 @@ def frozen_predicate(cfg):
     try:
         rx = re.compile(pattern)
     except re.error as e:
-        raise ValueError(f"optim.freeze={pattern!r} is not a regular expression ({e})") from None
+        raise ConfigError(f"optim.freeze={pattern!r} is not a regular expression ({e})") from None
     return lambda path: bool(rx.search(param_path(path)))
 
 
@@ -138,10 +143,10 @@ def check_freeze(cfg, params) -> Optional[str]:
     frozen = sum(n for f, n in sizes if f)
     total = sum(n for _, n in sizes)
     if frozen == 0:
-        raise ValueError(f"optim.freeze={cfg.optim.freeze!r} matches no parameter "
+        raise ConfigError(f"optim.freeze={cfg.optim.freeze!r} matches no parameter "
                          f"(paths look like {param_path(leaves[0][0])!r})")
     if frozen == total:
-        raise ValueError(f"optim.freeze={cfg.optim.freeze!r} matches every parameter: nothing would train")
+        raise ConfigError(f"optim.freeze={cfg.optim.freeze!r} matches every parameter: nothing would train")
     n_frozen = sum(1 for f, _ in sizes if f)
     return (f"freeze: {frozen / 1e6:.2f} M of {total / 1e6:.2f} M parameters ({n_frozen} of {len(sizes)} tensors) "
             f"frozen by {cfg.optim.freeze!r}")
@@ -184,7 +189,7 @@ def resolve_total_steps(cfg, train_len: Optional[int]) -> int:
     if cfg.total_steps:
         return int(cfg.total_steps)
     if not cfg.get("num_epochs") or train_len is None:
-        raise ValueError("set config.total_steps (or config.num_epochs with a sized training source)")
+        raise ConfigError("set config.total_steps (or config.num_epochs with a sized training source)")
     return int(math.ceil(cfg.num_epochs * train_len / cfg.batch_size))
 
 
@@ -205,7 +210,7 @@ class RenderedLines:
         for part in filter(None, spec.split(",")):
             k, _, v = part.partition("=")
             if k not in kw:
-                raise ValueError(f"synth spec: unknown key {k!r} (known: {', '.join(kw)})")
+                raise ConfigError(f"synth spec: unknown key {k!r} (known: {', '.join(kw)})")
             kw[k] = v
         from ofa_jax.data import render
 
@@ -373,7 +378,7 @@ class ShardedIterator:
 
     def set_state(self, state):
         if len(state["shards"]) != len(self.iters):
-            raise ValueError(f"checkpoint has {len(state['shards'])} data shards per process, config {len(self.iters)}")
+            raise ConfigError(f"checkpoint has {len(state['shards'])} data shards per process, config {len(self.iters)}")
         replay = hasattr(self.iters[0], "fresh")
         if replay != ("replay" in state["shards"][0]):
             raise DataError("the checkpoint's data state was written " + ("without" if replay else "with")
@@ -465,7 +470,7 @@ class _StepParts:
         """(accum, batch / accum, ...) views of the batch's arrays."""
         b = batch["image"].shape[0]
         if b % self.accum:
-            raise ValueError(f"batch {b} is not divisible by grad_accum_steps={self.accum}")
+            raise ConfigError(f"batch {b} is not divisible by grad_accum_steps={self.accum}")
         return jax.tree.map(lambda a: a.reshape((self.accum, b // self.accum) + a.shape[1:]), batch)
 
     def micro(self, params, carry, mb, rng, n_total):
@@ -518,7 +523,7 @@ def accum_loop(cfg) -> str:
     stays on the device."""
     loop = cfg.get("grad_accum_loop", "auto")
     if loop not in ("auto", "host", "scan", "unroll"):
-        raise ValueError(f"grad_accum_loop must be auto, host, scan or unroll, got {loop!r}")
+        raise ConfigError(f"grad_accum_loop must be auto, host, scan or unroll, got {loop!r}")
     if loop == "auto":
         return "host" if jax.default_backend() == "cpu" else "scan"
     return loop
@@ -561,7 +566,7 @@ def make_host_accum_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, state
     p = _StepParts(model, tx, cfg, src_tokens, lut)
     k = int(cfg.get("grad_accum_per_call", 0)) or (2 if p.accum % 2 == 0 else 1)  # 0: auto
     if k < 1 or p.accum % k:
-        raise ValueError(f"grad_accum_per_call={k} must divide grad_accum_steps={p.accum}")
+        raise ConfigError(f"grad_accum_per_call={k} must divide grad_accum_steps={p.accum}")
     carry_sh = (state_shardings.params, rep, rep, state_shardings.batch_stats)
     opts = compiler_options()
     start = jax.jit(p.start, in_shardings=(state_shardings, batch_shardings), out_shardings=(carry_sh, rep),
@@ -778,12 +783,12 @@ def initial_state(cfg, s: Setup, log) -> TrainState:
         try:
             jax.tree.map(lambda a, b: None, want, loaded)
         except ValueError as e:
-            raise ValueError(f"{cfg.init.model_dir}: parameters do not match the model config ({e})") from None
+            raise ConfigError(f"{cfg.init.model_dir}: parameters do not match the model config ({e})") from None
 
         def place(x, a):
             x = np.asarray(x)
             if x.shape != a.shape:
-                raise ValueError(f"{cfg.init.model_dir}: shape {x.shape} where the model has {a.shape}")
+                raise ConfigError(f"{cfg.init.model_dir}: shape {x.shape} where the model has {a.shape}")
             x = x.astype(a.dtype)
             return jax.make_array_from_callback(a.shape, a.sharding, lambda idx: x[idx])
 
@@ -1079,7 +1084,7 @@ def main(argv=None):
         except CheckpointWriteError as e:
             print(f"error: {e}", file=sys.stderr)
             return 4
-        except (DataError, CheckpointReadError, ModelDirError) as e:
+        except (DataError, CheckpointReadError, ModelDirError, ConfigError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         if jax.process_index() == 0:

@@ -128,11 +128,12 @@ def test_empty_and_tiny_datasets_are_clear_errors(tmp_path):
         train.train_and_evaluate(tiny_config(nan_policy="ignore"), str(tmp_path / "d"))
 
 
-def test_cli_data_error_is_one_line(tmp_path):
-    for spec, expect in ((f"folder:{tmp_path / 'missing'}", f"error: training data folder:{tmp_path / 'missing'} "
-                                                            "(split train): "),):
+def test_cli_data_and_config_errors_are_one_line(tmp_path):
+    missing = tmp_path / "missing"
+    for overrides, expect in (({"data.train": f"folder:{missing}"}, f"error: training data folder:{missing} (split train): "),
+                              ({"optim.freeze": "^encodr/"}, "error: optim.freeze='^encodr/' matches no parameter")):
         p = subprocess.run([sys.executable, "-m", "ofa_jax.train", "--config", CONFIG, "--workdir", str(tmp_path / "wd"),
-                            *cli_args({**TINY_CLI, "data.train": spec})], cwd=ROOT, capture_output=True, text=True,
+                            *cli_args({**TINY_CLI, **overrides})], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
         err = p.stderr.strip().splitlines()
         assert p.returncode == 2, p.stderr[-3000:]
