@@ -138,3 +138,14 @@ def test_cli_data_and_config_errors_are_one_line(tmp_path):
         err = p.stderr.strip().splitlines()
         assert p.returncode == 2, p.stderr[-3000:]
         assert "Traceback" not in p.stderr and err[-1].startswith(expect), p.stderr[-2000:]
+
+
+def test_config_errors_name_the_setting(tmp_path):
+    """Config values that cannot work raise ``ConfigError`` (one ``error:`` line from the CLI, exit 2)."""
+    with pytest.raises(train.ConfigError, match=r"end_lr \(0.001\) must be smaller than lr \(0.0001\)"):
+        train.make_optimizer(tiny_config(**{"optim.lr": 1e-4, "optim.end_lr": 1e-3}), 10)
+    # the architecture comes from init.model_dir; overrides that change a tensor's shape cannot load it
+    shipped = os.path.join(ROOT, "ofa_jax", "models", "ofa-ocr-zh-small")
+    cfg = tiny_config(**{"init.model_dir": shipped, "model.overrides": {"encoder_ffn_dim": 512}})
+    with pytest.raises(train.ConfigError, match="ofa-ocr-zh-small: (shape .* where the model has|parameters do not match)"):
+        train.initial_state(cfg, train.build(cfg, None), lambda m: None)
