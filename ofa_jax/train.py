@@ -739,6 +739,7 @@ class Setup:
     state_shardings: Any
     abstract_state: Any
     total_steps: int
+    freeze: Optional[str] = None  # what optim.freeze froze, one line (check_freeze)
 
 
 def build(cfg, train_len: Optional[int]) -> Setup:
@@ -754,7 +755,7 @@ def build(cfg, train_len: Optional[int]) -> Setup:
     boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.PRNGKey(0), image_hw(input_size(cfg))))
     var_shardings = nn.meta.unbox(partitioning.variable_shardings(boxed, mesh))
     abstract_vars = nn.meta.unbox(boxed)
-    check_freeze(cfg, abstract_vars["params"])
+    freeze = check_freeze(cfg, abstract_vars["params"])  # a pattern that cannot work fails here, before compiling
     opt_abstract = jax.eval_shape(tx.init, abstract_vars["params"])
     rep = NamedSharding(mesh, P())
     masked = lambda x: isinstance(x, optax.MaskedNode)  # optim.freeze: no Adam state for frozen parameters
@@ -767,7 +768,8 @@ def build(cfg, train_len: Optional[int]) -> Setup:
     abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_vars["params"],
                           batch_stats=abstract_vars.get("batch_stats", {}), opt_state=opt_abstract,
                           nonfinite=jax.ShapeDtypeStruct((), jnp.int32))
-    return Setup(mcfg, model, mesh, tx, schedule, state_shardings, abstract_like(abstract, state_shardings), total)
+    return Setup(mcfg, model, mesh, tx, schedule, state_shardings, abstract_like(abstract, state_shardings), total,
+                 freeze)
 
 
 def initial_state(cfg, s: Setup, log) -> TrainState:
@@ -890,9 +892,8 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     report = DataReport()
     log(f"train: {s.total_steps} steps, global batch {cfg.batch_size} (x{cfg.grad_accum_steps} accumulation), "
         f"mesh {dict(s.mesh.shape)}, {jax.process_count()} process(es), image {'x'.join(map(str, image_hw(input_size(cfg))))}")
-    freeze = check_freeze(cfg, s.abstract_state.params)
-    if freeze:
-        log(freeze)
+    if s.freeze:
+        log(s.freeze)
     last_train, last_val = {}, {}
     pending = []  # device metrics since the last log
     t_log, n_log = time.perf_counter(), 0
