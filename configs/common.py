@@ -29,6 +29,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.spell_alnum = False        # True: targets spell letter/digit runs one token per character
                                       # (ours, not the reference's; OFATokenizer.spell_alnum says why)
     c.data.augment = True
+    c.data.augment_geometry = False   # True: glyph aspect, margin and stroke-weight jitter as well (data/pipeline.py)
     c.data.num_workers = 0
     c.data.bad_records = "skip"       # unreadable records: "skip" (counted, named, no loss) or "error"
     c.data.replay_reuse = 0.0         # > 0: draw batches from a growing buffer of prepared lines, each line

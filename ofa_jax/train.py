@@ -324,7 +324,8 @@ def train_pipeline_config(cfg, shard_index: int, shard_count: int):
         batch_size=cfg.batch_size // shard_count, image_size=input_size(cfg),
         max_target_tokens=cfg.data.max_target_tokens, train=True, seed=cfg.seed, augment=cfg.data.augment,
         num_workers=cfg.data.num_workers, shard_index=shard_index, shard_count=shard_count,
-        bad_records=cfg.data.get("bad_records", "skip"), spell_alnum=cfg.data.get("spell_alnum", False))
+        bad_records=cfg.data.get("bad_records", "skip"), spell_alnum=cfg.data.get("spell_alnum", False),
+        augment_geometry=cfg.data.get("augment_geometry", False))
 
 
 def make_train_iterator(source, cfg, tokenizer, log=print):

@@ -95,6 +95,56 @@ def test_augmentation_train_only_and_seeded():
     assert not np.array_equal(plain["image"], aug1["image"])
 
 
+def _ink_line(w=120, h=30):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (w, h), (230, 230, 230))
+    ImageDraw.Draw(img).rectangle((10, 8, w - 10, 21), fill=(20, 20, 20))
+    return img
+
+
+def test_augment_geometry_comes_after_the_default_draws():
+    """With ``geometry`` the default jitter draws the same numbers first, so turning the option off
+    gives the images (and the training runs) of before it existed."""
+    img = _ink_line()
+    for seed in range(20):
+        r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        both = P.augment_image(img, r1, geometry=True)
+        then = P.augment_geometry(P.augment_image(img, r2), r2)
+        np.testing.assert_array_equal(np.asarray(both), np.asarray(then))
+
+
+def test_augment_geometry_ranges():
+    img = _ink_line()
+    def darkness(a):  # total ink: how far below the background the pixels are
+        return np.clip(230.0 - np.asarray(a, np.float64)[..., 0], 0, None).sum()
+
+    ink = darkness(img)
+    widths, inks, padded = [], [], 0
+    for seed in range(300):
+        out = P.augment_geometry(img, np.random.default_rng(seed))
+        a = np.asarray(out)
+        padded += out.height > img.height
+        if out.height == img.height:  # not padded: the width is the aspect jitter's
+            widths.append(out.width / img.width)
+            if out.width == img.width:
+                inks.append(darkness(a) / ink)
+    assert 0.79 <= min(widths) < 0.9 and 1.15 < max(widths) <= 1.26
+    assert 0.15 < padded / 300 < 0.45
+    assert min(inks) < 0.97 and max(inks) > 1.03  # strokes thinner and thicker
+    assert all(0.8 < x < 1.25 for x in inks)      # by about half a pixel, not more
+
+
+def test_augment_geometry_in_the_pipeline():
+    src = source(4)
+    plain = next(P.make_iterator(src, cfg(train=False, augment=True), CharTokenizer()))
+    geo = next(P.make_iterator(src, cfg(train=False, augment=True, augment_geometry=True), CharTokenizer()))
+    assert not np.array_equal(plain["image"], geo["image"])
+    np.testing.assert_array_equal(plain["target"], geo["target"])
+    off = next(P.make_iterator(src, cfg(train=False, augment=False, augment_geometry=True), CharTokenizer()))
+    np.testing.assert_array_equal(off["image"], next(P.make_iterator(src, cfg(train=False), CharTokenizer()))["image"])
+
+
 def test_resize_and_pad_matches_ocr_rule():
     from PIL import Image
 

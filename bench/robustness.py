@@ -1,0 +1,106 @@
+"""How a model's line accuracy moves when the test images are changed the ways fonts differ.
+
+    python bench/robustness.py [--model DIR] [--data SPEC] [--split test] [--variants id,w0.85,...]
+
+Decodes every line of the split once per variant (greedy unless ``--beam``) and prints line accuracy
+(benchmark normalisation) per variant, overall and by line length (characters after normalisation).
+Variants: ``id`` (as rendered); ``w0.85``/``w1.15`` (width x0.85 / x1.15: narrower or wider glyphs);
+``pad10`` (a margin of 10% of the height on every side: after the line resize a long line's glyphs
+shrink); ``thick``/``thin`` (a 3x3 min/max filter: dark strokes 1 px thicker/thinner at the image's
+own size); ``blur`` (Gaussian, radius 0.8). The last two lines say what picking, per line, the
+variant whose reading scored highest would read, and how many lines at least one variant reads.
+
+Why: the held-out fonts of the test split differ from the training fonts in glyph proportions, stroke
+weight and metrics as much as in shapes; this measures how much each costs (bench/RESULTS.md,
+session 16), and whether ``data.augment_geometry`` training removes it.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+LINES = "render:mixed,max_chars=12,heldout_fonts=2,degraded_fraction=0.3"
+
+
+def _stretch(f):
+    return lambda im: im.resize((max(1, round(im.width * f)), im.height), Image.BICUBIC)
+
+
+def _pad(frac):
+    def pad(im):
+        p = round(im.height * frac)
+        out = Image.new("RGB", (im.width + 2 * p, im.height + 2 * p), im.getpixel((0, 0)))
+        out.paste(im, (p, p))
+        return out
+    return pad
+
+
+VARIANTS = {
+    "id": lambda im: im,
+    "w0.85": _stretch(0.85),
+    "w1.15": _stretch(1.15),
+    "pad10": _pad(0.10),
+    "thick": lambda im: im.filter(ImageFilter.MinFilter(3)),
+    "thin": lambda im: im.filter(ImageFilter.MaxFilter(3)),
+    "blur": lambda im: im.filter(ImageFilter.GaussianBlur(0.8)),
+}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="model dir (default: the shipped model)")
+    ap.add_argument("--data", default=LINES)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--beam", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--limit", type=int, default=0, help="first N lines only (0: all)")
+    args = ap.parse_args(argv)
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+
+    from ofa_jax.data.metrics import normalize_benchmark
+    from ofa_jax.data.sources import load_eval_source
+    from ofa_jax.recognizer import Recognizer
+
+    src = load_eval_source(args.data, args.split, None)
+    n = len(src) if not args.limit else min(args.limit, len(src))
+    recs = [src[i] for i in range(n)]
+    images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in recs]
+    truth = [normalize_benchmark(r["text"]) for r in recs]
+    rec = Recognizer.from_pretrained(args.model, beam_size=args.beam, batch_size=args.batch_size)
+    print(f"model {rec.model_dir.path}, {args.data} {args.split}: {n} lines, beam {args.beam}", flush=True)
+
+    lengths = np.array([min(len(t), 12) for t in truth])
+    groups = [(lo, hi) for lo, hi in ((1, 3), (4, 6), (7, 9), (10, 12)) if ((lengths >= lo) & (lengths <= hi)).any()]
+    print(f"{'variant':8s} {'ACC %':>6s} " + " ".join(f"{f'{lo}-{hi} ch':>8s}" for lo, hi in groups) + "   s")
+    right, scores = {}, {}
+    for name in names:
+        t = time.time()
+        res = rec([VARIANTS[name](im) for im in images])
+        right[name] = np.array([r.ok and normalize_benchmark(r.text) == g for r, g in zip(res, truth)])
+        scores[name] = np.array([r.score if r.ok else -np.inf for r in res])
+        by_len = " ".join(f"{100 * right[name][(lengths >= lo) & (lengths <= hi)].mean():8.2f}" for lo, hi in groups)
+        print(f"{name:8s} {100 * right[name].mean():6.2f} {by_len} {time.time() - t:4.0f}", flush=True)
+    print("lines   " + " " * 7 + " ".join(f"{((lengths >= lo) & (lengths <= hi)).sum():8d}" for lo, hi in groups))
+    if len(names) > 1:
+        best = np.argmax(np.stack([scores[k] for k in names]), 0)
+        picked = np.array([right[names[b]][i] for i, b in enumerate(best)])
+        print(f"highest-scoring variant per line: {100 * picked.mean():.2f}%")
+        print(f"read by at least one variant: {100 * np.any([right[k] for k in names], 0).mean():.2f}%")
+
+
+if __name__ == "__main__":
+    main()
