@@ -17,7 +17,6 @@ session 16), and whether ``data.augment_geometry`` training removes it.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -72,13 +71,14 @@ def main(argv=None):
         ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
 
     from ofa_jax.data.metrics import normalize_benchmark
+    from ofa_jax.data.pipeline import decode_image
     from ofa_jax.data.sources import load_eval_source
     from ofa_jax.recognizer import Recognizer
 
     src = load_eval_source(args.data, args.split, None)
     n = len(src) if not args.limit else min(args.limit, len(src))
     recs = [src[i] for i in range(n)]
-    images = [Image.open(io.BytesIO(r["image"])).convert("RGB") for r in recs]
+    images = [decode_image(r["image"]) for r in recs]  # as evaluate and the pipeline read them
     truth = [normalize_benchmark(r["text"]) for r in recs]
     rec = Recognizer.from_pretrained(args.model, beam_size=args.beam, batch_size=args.batch_size)
     print(f"model {rec.model_dir.path}, {args.data} {args.split}: {n} lines, beam {args.beam}", flush=True)

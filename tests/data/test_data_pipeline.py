@@ -116,6 +116,7 @@ def test_augment_geometry_comes_after_the_default_draws():
 
 def test_augment_geometry_ranges():
     img = _ink_line()
+
     def darkness(a):  # total ink: how far below the background the pixels are
         return np.clip(230.0 - np.asarray(a, np.float64)[..., 0], 0, None).sum()
 
