@@ -36,7 +36,8 @@ Why these choices (the budget is a few CPU-hours per session, resumed across ses
   90% are half random GB2312 strings (every level-1 hanzi equally often, level 2 at an eighth of
   that) and half random sequences of jieba's words by frequency (the ``words`` source: the character
   statistics and word boundaries of real text, with no pool to memorise). Validation and test keep
-  the dataset's mix. (``data.spell_alnum`` and the ``rare`` source: bench/RESULTS.md, session 13.)
+  the dataset's mix. (``data.spell_alnum`` and the ``rare`` source: bench/RESULTS.md, session 13;
+  ``data.augment_geometry``: session 16.)
 * Fonts: the last two CJK fonts by file name (the WenQuanYi pair when Debian's fonts-* packages and
   ``paperang-p2-fonts-cjk`` are installed) render only the test split, whose texts are also disjoint
   from training by hash; ``python -m ofa_jax.evaluate`` on that split is the number we report. The
