@@ -43,6 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8, help="images per device batch (default 8)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default float32)")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
+    ap.add_argument("--views", metavar="V,V,...",
+                    help="test-time views, e.g. id,w1.08,w0.85,w1.15: read each image as these changed copies "
+                         "and keep the reading they agree on (ofa_jax/views.py; default: the model dir's, "
+                         "else id = plain decoding; cost: about 2x per view)")
     args = ap.parse_args(argv)
     if args.greedy and args.beam not in (None, 1):
         ap.error("--greedy and --beam N>1 contradict each other")
@@ -60,7 +64,8 @@ def main(argv=None) -> int:
         print(f"ofa-jax: no --model given; using the bundled model {os.path.basename(BUNDLED_MODEL)}", file=sys.stderr)
     try:
         rec = Recognizer.from_pretrained(args.model, beam_size=1 if args.greedy else args.beam, max_len=args.max_len,
-                                         min_len=args.min_len, batch_size=args.batch_size, dtype=args.dtype)
+                                         min_len=args.min_len, batch_size=args.batch_size, dtype=args.dtype,
+                                         views=args.views)
     except (ModelDirError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

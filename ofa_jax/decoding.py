@@ -98,12 +98,21 @@ def _ban_repeated_ngrams(lprobs, tokens, step, n):
 
 
 def beam_search(model: OFA, variables, images, src_tokens, gen: GenerationConfig, pad_id=1, eos_id=2, bos_id=0,
-                unk_id=3, image_valid=None) -> BeamOutput:
-    """Decodes a batch of images; call under ``jax.jit`` (see :func:`make_generate_fn`)."""
+                unk_id=3, image_valid=None, num_views: int = 1) -> BeamOutput:
+    """Decodes a batch of images; call under ``jax.jit`` (see :func:`make_generate_fn`).
+
+    ``num_views`` > 1: ``images`` holds that many views of each of B images, view-major (view v of
+    image b at row ``v * B + b``; ``src_tokens`` has B rows), and every step scores a token by the mean
+    of the views' log-probabilities (a product of experts over inputs), so one search follows the
+    reading all views find likely (ofa_jax/views.py).
+    """
     K = gen.beam_size
     max_len = gen.max_len(src_tokens.shape[1])
-    B = images.shape[0]
-    enc = model.apply(variables, images, src_tokens, image_valid, method=OFA.encode)
+    B = images.shape[0] // num_views
+    views = (lambda a: jnp.tile(a, (num_views,) + (1,) * (a.ndim - 1))) if num_views > 1 else (lambda a: a)
+    if image_valid is not None:  # (B,) like src_tokens
+        image_valid = views(image_valid)
+    enc = model.apply(variables, images, views(src_tokens), image_valid, method=OFA.encode)
     cache = model.apply(variables, enc, K, max_len + 1, method=OFA.init_cache)
     T = max_len
     tokens = jnp.full((B, K, T + 2), pad_id, jnp.int32).at[:, :, 0].set(bos_id)
@@ -121,8 +130,10 @@ def beam_search(model: OFA, variables, images, src_tokens, gen: GenerationConfig
     def body(s: _State):
         step = s.step
         cur = jax.lax.dynamic_index_in_dim(s.tokens, step, axis=2, keepdims=False)  # (B,K)
-        logits, cache = model.apply(variables, cur, s.cache, method=OFA.decode_step)
+        logits, cache = model.apply(variables, views(cur), s.cache, method=OFA.decode_step)
         lprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (B,K,V)
+        if num_views > 1:
+            lprobs = lprobs.reshape((num_views, B) + lprobs.shape[1:]).mean(axis=0)
         V = lprobs.shape[-1]
         vocab = jnp.arange(V)
         lprobs = jnp.where((step < gen.min_len) & (vocab == eos_id), NEG_INF, lprobs)
@@ -188,7 +199,7 @@ def beam_search(model: OFA, variables, images, src_tokens, gen: GenerationConfig
         tokens = jax.lax.dynamic_update_index_in_dim(tokens, _take(cand_tokens, active), step + 1, axis=2)
         scores = _take(s.scores, active_beams)
         scores = jax.lax.dynamic_update_index_in_dim(scores, _take(cand_scores, active), step, axis=2)
-        cache = cache.reorder(active_beams)
+        cache = cache.reorder(views(active_beams))
         return _State(step=step + 1, cache=cache, tokens=tokens, scores=scores, ignore=ignore, fin_tokens=fin_tokens,
                       fin_cum=fin_cum, fin_scores=fin_scores, fin_len=fin_len, fin_count=fin_count, finished=finished)
 

@@ -5,7 +5,9 @@
     r(["line1.png", "line2.jpg"])        # -> [Result(text=..., score=...), ...]
 
 Images of any kind go in (paths, bytes, PIL images, uint8 arrays); unreadable ones come back with
-``error`` set and do not disturb the rest of the batch. Batches are padded to a fixed size so a
+``error`` set and do not disturb the rest of the batch. ``views=("id", "w1.15", ...)`` reads each line
+as several changed copies in one search that averages their log-probabilities (:mod:`ofa_jax.views`);
+a model dir's ``generation.json`` may name a default. Batches are padded to a fixed size so a
 long run compiles once; with several devices the batch is split over them (data parallel, same
 logical-axis rules as training).
 """
@@ -23,6 +25,7 @@ from ofa_jax.decoding import GenerationConfig, make_generate_fn
 from ofa_jax.modeldir import check_variables, load_model_dir
 from ofa_jax.preprocess import ImageError, ImageWarning, resize_and_pad_uint8
 from ofa_jax.tokenizer import OCR_PROMPT, OFATokenizer
+from ofa_jax.views import apply_views, parse_views
 
 BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "ofa-ocr-zh-small")
 
@@ -60,7 +63,7 @@ class Result:
 
 class Recognizer:
     def __init__(self, model_dir, gen: GenerationConfig, batch_size: int = 8, dtype: Optional[str] = None,
-                 devices=None):
+                 devices=None, views=None):
         import jax
         import jax.numpy as jnp
         from ofa_jax.model import OFA
@@ -71,6 +74,13 @@ class Recognizer:
         size = model_dir.generation.get("patch_image_size", 480)
         self.image_size = tuple(size) if isinstance(size, (list, tuple)) else int(size)
         self.prompt = model_dir.generation.get("prompt", OCR_PROMPT)
+        if views is not None:
+            self.views = parse_views(views)
+        else:
+            try:
+                self.views = parse_views(model_dir.generation.get("views"))
+            except ValueError as e:
+                raise ValueError(f"{os.path.join(model_dir.path, 'generation.json')}: {e}") from None
         self.tokenizer = OFATokenizer.from_model_dir(model_dir.path)
         compute = {None: jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
         self.model = OFA(self.config, dtype=compute)
@@ -95,13 +105,16 @@ class Recognizer:
             self.variables = jax.device_put(variables, self.devices[0])
             self._batch_sharding = self._src_sharding = None
         self._generate = make_generate_fn(self.model, gen, pad_id=self.tokenizer.pad_id, eos_id=self.tokenizer.eos_id,
-                                          bos_id=self.tokenizer.bos_id, unk_id=self.tokenizer.unk_id)
+                                          bos_id=self.tokenizer.bos_id, unk_id=self.tokenizer.unk_id,
+                                          num_views=len(self.views))
 
     @classmethod
     def from_pretrained(cls, path: Optional[str] = None, *, beam_size: Optional[int] = None,
                         max_len: Optional[int] = None, min_len: Optional[int] = None, batch_size: int = 8,
-                        dtype: Optional[str] = None, devices=None, compilation_cache: bool = True) -> "Recognizer":
-        """Loads an ofa-jax model dir (default: the model shipped with the package)."""
+                        dtype: Optional[str] = None, devices=None, compilation_cache: bool = True,
+                        views=None) -> "Recognizer":
+        """Loads an ofa-jax model dir (default: the model shipped with the package). ``views``: test-time
+        views (``"id,w1.15"`` or a sequence; default: the model dir's, else plain decoding)."""
         if compilation_cache:
             enable_compilation_cache()
         md = load_model_dir(path or BUNDLED_MODEL)
@@ -110,29 +123,46 @@ class Recognizer:
         for k, v in (("beam_size", beam_size), ("max_len_b", max_len), ("min_len", min_len)):
             if v is not None:
                 g[k] = v
-        return cls(md, GenerationConfig.from_dict(g), batch_size=batch_size, dtype=dtype, devices=devices)
+        return cls(md, GenerationConfig.from_dict(g), batch_size=batch_size, dtype=dtype, devices=devices,
+                   views=views)
 
     # ------------------------------------------------------------------------------------------
     def preprocess(self, image) -> np.ndarray:
-        return resize_and_pad_uint8(image, self.image_size)
+        """One image -> uint8 (S, S, 3), or (V, S, S, 3) with several views (one per view, in order)."""
+        if self.views == ("id",):
+            return resize_and_pad_uint8(image, self.image_size)
+        from ofa_jax.preprocess import load_image
+        return np.stack([resize_and_pad_uint8(v, self.image_size) for v in apply_views(load_image(image), self.views)])
 
-    def recognize_pixels(self, pixels: np.ndarray):
-        """uint8 (n, S, S, 3) with n <= batch_size -> list of (text, score)."""
+    def _batch(self, pixels: np.ndarray):
+        """uint8 (n, S, S, 3), or (n, V, S, S, 3) with views, n <= batch_size -> the normalised device
+        batch padded to batch_size images (view-major with views: view v of image i at v * batch_size + i)."""
         import jax
         import jax.numpy as jnp
         from ofa_jax.preprocess import NORMALIZE_LUT
 
-        n = len(pixels)
-        batch = np.zeros((self.batch_size,) + pixels.shape[1:], np.uint8)
-        batch[:n] = pixels
+        if pixels.ndim == 5:
+            pixels = np.moveaxis(pixels, 1, 0)  # (V, n, S, S, 3)
+            batch = np.zeros((pixels.shape[0], self.batch_size) + pixels.shape[2:], np.uint8)
+            batch[:, :pixels.shape[1]] = pixels
+            batch = batch.reshape((-1,) + batch.shape[2:])
+        else:
+            batch = np.zeros((self.batch_size,) + pixels.shape[1:], np.uint8)
+            batch[:len(pixels)] = pixels
         images = jnp.asarray(NORMALIZE_LUT)[jnp.asarray(batch)]  # bit-identical to ToTensor+Normalize
         src = self._src
         if self._batch_sharding is not None:
             images = jax.device_put(images, self._batch_sharding)
             src = jax.device_put(src, self._src_sharding)
-        out = jax.device_get(self._generate(self.variables, images, src))
+        return images, src
+
+    def recognize_pixels(self, pixels: np.ndarray):
+        """uint8 (n, S, S, 3) with n <= batch_size -> list of (text, score); (n, V, S, S, 3) with views."""
+        import jax
+
+        out = jax.device_get(self._generate(self.variables, *self._batch(pixels)))
         results = []
-        for i in range(n):
+        for i in range(len(pixels)):
             length = int(out.lengths[i, 0])
             text = self.tokenizer.decode_ocr(out.tokens[i, 0, :length].tolist())
             results.append((text, float(out.scores[i, 0])))

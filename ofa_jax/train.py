@@ -1020,6 +1020,7 @@ def export(cfg, workdir: str, out: str, which: str = "best", dtype: str = "float
     if cfg.init.model_dir:  # keep what the init model dir had (unused image-code weights, generation defaults)
         md = load_model_dir(cfg.init.model_dir)
         extras, generation, vocab = md.extras, dict(md.generation), md.vocab_path
+        generation.pop("views", None)  # test-time views are chosen per model (ofa_jax/views.py), not inherited
     size = input_size(cfg)
     generation.update(patch_image_size=size if isinstance(size, int) else list(size), prompt=cfg.prompt,
                       beam_size=int(cfg.eval.beam_size), max_len_b=int(cfg.eval.max_len))

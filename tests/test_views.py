@@ -1,0 +1,116 @@
+"""Test-time views (ofa_jax/views.py) and the view ensemble in the Recognizer, on the reference-checked micro model."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ofa_jax.decode import main as decode_main
+from ofa_jax.modeldir import save_model_dir
+from ofa_jax.recognizer import Recognizer
+from ofa_jax.views import parse_views, view_fn
+from tools.convert_weights import state_dict_to_variables
+from tools.convert_weights.convert import BUNDLED_VOCAB
+
+from reference_weights import FIXTURES, decode_case
+
+VIEWS = ("id", "w1.3", "blur1.0")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    sd, data, meta, cfg = decode_case()
+    variables, extras = state_dict_to_variables(sd, cfg)
+    d = tmp_path_factory.mktemp("model")
+    save_model_dir(str(d), cfg, variables, BUNDLED_VOCAB, generation={**meta["settings"]["beam5"], "beam_size": 1},
+                   extras=extras)
+    images = [os.path.join(FIXTURES, "decode_images", n) for n in meta["images"]]
+    return str(d), images
+
+
+def test_view_names_parse_and_transform():
+    assert parse_views(None) == ("id",)
+    assert parse_views("id, w1.15,pad0.1,blur.8") == ("id", "w1.15", "pad0.1", "blur.8")
+    im = Image.new("RGB", (40, 10), (255, 255, 255))
+    im.putpixel((5, 5), (0, 0, 0))
+    assert view_fn("id")(im) is im
+    assert view_fn("w1.15")(im).size == (46, 10)
+    padded = view_fn("pad0.2")(im)
+    assert padded.size == (44, 14) and padded.getpixel((0, 0)) == (255, 255, 255) and padded.getpixel((7, 7)) == (0, 0, 0)
+    assert view_fn("blur1")(im).getpixel((5, 5))[0] > 0  # the dark pixel spread out
+    for bad in ("w", "id2", "x1.1", "w0", "w9", "blur-1", "", "id,,w1.1", "id,id"):
+        with pytest.raises(ValueError):
+            parse_views(bad)
+
+
+def _joint_greedy(rec, views, images, max_len):
+    """The view ensemble written out without the decode cache: at each step the whole prefix is run
+    teacher-forced under every view and the views' log-probabilities are averaged."""
+    import jax
+    import jax.numpy as jnp
+
+    model, out = rec.model, []
+    for path in images:
+        im = Image.open(path).convert("RGB")
+        pixels, src = rec._batch(np.stack([rec.preprocess(view_fn(v)(im)) for v in views]))
+        n = len(views)
+        enc = model.apply(rec.variables, pixels[:n], src[:n], method=model.encode)
+        toks, total = [rec.tokenizer.bos_id], 0.0
+        for step in range(max_len + 1):
+            prev = jnp.asarray([toks] * n, jnp.int32)
+            logits = model.apply(rec.variables, prev, enc, method=model.decode)[:, -1]
+            lp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), -1)).mean(0)
+            lp[rec.tokenizer.pad_id] = -np.inf
+            if step < rec.gen.min_len:
+                lp[rec.tokenizer.eos_id] = -np.inf
+            if step == max_len:
+                lp[np.arange(len(lp)) != rec.tokenizer.eos_id] = -np.inf
+            t = int(np.argmax(lp))
+            toks.append(t)
+            total += float(lp[t])
+            if t == rec.tokenizer.eos_id:
+                break
+        out.append((rec.tokenizer.decode_ocr(toks[1:]), total / (len(toks) - 1)))
+    return out
+
+
+def test_view_ensemble_is_one_search_over_the_mean_log_probabilities(model_dir):
+    d, images = model_dir
+    plain = Recognizer.from_pretrained(d, batch_size=4, max_len=6)
+    assert plain.views == ("id",)
+    same = Recognizer.from_pretrained(d, batch_size=4, max_len=6, views="id")(images)
+    assert [(x.text, x.score) for x in same] == [(x.text, x.score) for x in plain(images)]
+
+    rec = Recognizer.from_pretrained(d, batch_size=4, max_len=6, views=VIEWS)
+    got = rec(images[:4])
+    want = _joint_greedy(rec, VIEWS, images[:4], max_len=6)
+    assert [g.text for g in got] == [w[0] for w in want]
+    np.testing.assert_allclose([g.score for g in got], [w[1] for w in want], atol=1e-5)
+    # the ensemble is not one of its views: its readings differ from the plain ones somewhere
+    assert [g.text for g in got] != [x.text for x in plain(images[:4])]
+
+
+def test_views_default_from_the_model_dir_and_bad_input(model_dir, tmp_path, capsys):
+    d, images = model_dir
+    with open(os.path.join(d, "generation.json")) as f:
+        gen = json.load(f)
+    d2 = tmp_path / "with_views"
+    import shutil
+    shutil.copytree(d, d2)
+    (d2 / "generation.json").write_text(json.dumps({**gen, "views": list(VIEWS)}))
+    assert Recognizer.from_pretrained(str(d2)).views == VIEWS
+    assert Recognizer.from_pretrained(str(d2), views="id").views == ("id",)
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    rc = decode_main(["--model", str(d2), "--json", images[0], str(bad), images[1]])
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    expected = Recognizer.from_pretrained(str(d2))([images[0], images[1]])
+    assert rc == 1 and [r.get("text") for r in rows] == [expected[0].text, None, expected[1].text]
+    assert len([l for l in err.splitlines() if l.startswith("error: ")]) == 1
+
+    rc = decode_main(["--model", d, "--views", "id,w", images[0]])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: unknown view 'w'") and "\n" not in err
