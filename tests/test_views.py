@@ -114,3 +114,16 @@ def test_views_default_from_the_model_dir_and_bad_input(model_dir, tmp_path, cap
     rc = decode_main(["--model", d, "--views", "id,w", images[0]])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: unknown view 'w'") and "\n" not in err
+
+
+def test_sharded_view_ensemble_equals_single_device(model_dir):
+    import jax
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 (fake) devices")
+    d, images = model_dir
+    one = Recognizer.from_pretrained(d, batch_size=8, max_len=6, views=VIEWS, devices=jax.devices()[:1])
+    eight = Recognizer.from_pretrained(d, batch_size=8, max_len=6, views=VIEWS, devices=jax.devices()[:8])
+    inputs = images * 3  # one full and one partial batch
+    a, b = one(inputs), eight(inputs)
+    assert [x.text for x in a] == [x.text for x in b]
+    np.testing.assert_allclose([x.score for x in a], [x.score for x in b], atol=1e-5)
