@@ -1,6 +1,6 @@
 """How a model's line accuracy moves when the test images are changed the ways fonts differ.
 
-    python bench/robustness.py [--model DIR] [--data SPEC] [--split test] [--variants id,w0.85,...]
+    python bench/robustness.py [--model DIR] [--data SPEC] [--split test] [--variants id,w0.85,...] [--views V,...]
 
 Decodes every line of the split once per variant (greedy unless ``--beam``) and prints line accuracy
 (benchmark normalisation) per variant, overall and by line length (characters after normalisation).
@@ -9,6 +9,8 @@ Variants: ``id`` (as rendered); ``w0.85``/``w1.15`` (width x0.85 / x1.15: narrow
 shrink); ``thick``/``thin`` (a 3x3 min/max filter: dark strokes 1 px thicker/thinner at the image's
 own size); ``blur`` (Gaussian, radius 0.8). The last two lines say what picking, per line, the
 variant whose reading scored highest would read, and how many lines at least one variant reads.
+Decoding is plain (``--views id``) unless ``--views`` names test-time views (``ofa_jax/views.py``),
+which are then applied to every variant.
 
 Why: the held-out fonts of the test split differ from the training fonts in glyph proportions, stroke
 weight and metrics as much as in shapes; this measures how much each costs (bench/RESULTS.md,
@@ -64,6 +66,7 @@ def main(argv=None):
     ap.add_argument("--beam", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--limit", type=int, default=0, help="first N lines only (0: all)")
+    ap.add_argument("--views", default="id", help="test-time views (default id: plain decoding, the model alone)")
     args = ap.parse_args(argv)
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -80,8 +83,9 @@ def main(argv=None):
     recs = [src[i] for i in range(n)]
     images = [decode_image(r["image"]) for r in recs]  # as evaluate and the pipeline read them
     truth = [normalize_benchmark(r["text"]) for r in recs]
-    rec = Recognizer.from_pretrained(args.model, beam_size=args.beam, batch_size=args.batch_size)
-    print(f"model {rec.model_dir.path}, {args.data} {args.split}: {n} lines, beam {args.beam}", flush=True)
+    rec = Recognizer.from_pretrained(args.model, beam_size=args.beam, batch_size=args.batch_size, views=args.views)
+    print(f"model {rec.model_dir.path}, {args.data} {args.split}: {n} lines, beam {args.beam}, views "
+          f"{','.join(rec.views)}", flush=True)
 
     lengths = np.array([min(len(t), 12) for t in truth])
     groups = [(lo, hi) for lo, hi in ((1, 3), (4, 6), (7, 9), (10, 12)) if ((lengths >= lo) & (lengths <= hi)).any()]
