@@ -1,6 +1,7 @@
 """How a model's line accuracy moves when the test images are changed the ways fonts differ.
 
     python bench/robustness.py [--model DIR] [--data SPEC] [--split test] [--variants id,w0.85,...] [--views V,...]
+                                [--fonts FILE_OR_DIR ...]
 
 Decodes every line of the split once per variant (greedy unless ``--beam``) and prints line accuracy
 (benchmark normalisation) per variant, overall and by line length (characters after normalisation).
@@ -10,7 +11,9 @@ shrink); ``thick``/``thin`` (a 3x3 min/max filter: dark strokes 1 px thicker/thi
 own size); ``blur`` (Gaussian, radius 0.8). The last two lines say what picking, per line, the
 variant whose reading scored highest would read, and how many lines at least one variant reads.
 Decoding is plain (``--views id``) unless ``--views`` names test-time views (``ofa_jax/views.py``),
-which are then applied to every variant.
+which are then applied to every variant. ``--fonts`` renders the split's texts (a ``render:`` spec)
+with other font files instead of its own: e.g. the val texts in fonts that neither training nor the
+test split uses, a third set of unseen fonts on which to check choices made on val.
 
 Why: the held-out fonts of the test split differ from the training fonts in glyph proportions, stroke
 weight and metrics as much as in shapes; this measures how much each costs (bench/RESULTS.md,
@@ -66,6 +69,7 @@ def main(argv=None):
     ap.add_argument("--beam", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--limit", type=int, default=0, help="first N lines only (0: all)")
+    ap.add_argument("--fonts", nargs="+", help="font files or directories to render the split with (render: specs)")
     ap.add_argument("--views", default="id", help="test-time views (default id: plain decoding, the model alone)")
     args = ap.parse_args(argv)
     names = args.variants.split(",")
@@ -79,6 +83,13 @@ def main(argv=None):
     from ofa_jax.recognizer import Recognizer
 
     src = load_eval_source(args.data, args.split, None)
+    if args.fonts:
+        from ofa_jax.data.render import font_key
+        if not hasattr(src, "fonts"):
+            ap.error("--fonts needs a render: data spec")
+        files = [os.path.join(f, n) for f in args.fonts if os.path.isdir(f) for n in sorted(os.listdir(f))]
+        src.fonts = sorted(files + [f for f in args.fonts if not os.path.isdir(f)], key=font_key)
+        print("fonts:", ", ".join(os.path.basename(f) for f in src.fonts), flush=True)
     n = len(src) if not args.limit else min(args.limit, len(src))
     recs = [src[i] for i in range(n)]
     images = [decode_image(r["image"]) for r in recs]  # as evaluate and the pipeline read them
