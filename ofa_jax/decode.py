@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--views", metavar="V,V,...",
                     help="test-time views, e.g. id,w1.08,w0.85,w1.15: read each image as these changed copies "
                          "and keep the reading they agree on (ofa_jax/views.py; default: the model dir's, "
-                         "else id = plain decoding; cost: about 2x per view)")
+                         "else id = plain decoding; cost: about one plain decode per view)")
     args = ap.parse_args(argv)
     if args.greedy and args.beam not in (None, 1):
         ap.error("--greedy and --beam N>1 contradict each other")

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--views", metavar="V,V,...",
                     help="test-time views, e.g. id,w1.08,w0.85,w1.15: read each image as these changed copies "
                          "and keep the reading they agree on (ofa_jax/views.py; default: the model dir's, "
-                         "else id = plain decoding; cost: about 2x per view)")
+                         "else id = plain decoding; cost: about one plain decode per view)")
     ap.add_argument("--engine", choices=["ofa", "rapidocr"], default="ofa",
                     help="ofa (default) or rapidocr: score RapidOCR's PP-OCR recogniser on the same data "
                          "(pip install rapidocr onnxruntime; --model and decoding options are ignored)")
