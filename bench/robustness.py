@@ -27,36 +27,24 @@ import sys
 import time
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import ImageFilter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from ofa_jax.views import view_fn  # noqa: E402  (after the sys.path line)
+
 LINES = "render:mixed,max_chars=12,heldout_fonts=2,degraded_fraction=0.3"
 
-
-def _stretch(f):
-    return lambda im: im.resize((max(1, round(im.width * f)), im.height), Image.BICUBIC)
-
-
-def _pad(frac):
-    def pad(im):
-        p = round(im.height * frac)
-        out = Image.new("RGB", (im.width + 2 * p, im.height + 2 * p), im.getpixel((0, 0)))
-        out.paste(im, (p, p))
-        return out
-    return pad
-
-
-VARIANTS = {
-    "id": lambda im: im,
-    "w0.85": _stretch(0.85),
-    "w1.15": _stretch(1.15),
-    "pad10": _pad(0.10),
+VARIANTS = {  # the geometric ones are test-time views (ofa_jax/views.py) under this bench's names
+    "id": view_fn("id"),
+    "w0.85": view_fn("w0.85"),
+    "w1.15": view_fn("w1.15"),
+    "pad10": view_fn("pad0.10"),
     "thick": lambda im: im.filter(ImageFilter.MinFilter(3)),
     "thin": lambda im: im.filter(ImageFilter.MaxFilter(3)),
-    "blur": lambda im: im.filter(ImageFilter.GaussianBlur(0.8)),
+    "blur": view_fn("blur0.8"),
 }
 
 

@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from ofa_jax.views import CLI_HELP as VIEWS_HELP
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -43,10 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8, help="images per device batch (default 8)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default float32)")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
-    ap.add_argument("--views", metavar="V,V,...",
-                    help="test-time views, e.g. id,w1.08,w0.85,w1.15: read each image as these changed copies "
-                         "and keep the reading they agree on (ofa_jax/views.py; default: the model dir's, "
-                         "else id = plain decoding; cost: about one plain decode per view)")
+    ap.add_argument("--views", metavar="V,V,...", help=VIEWS_HELP)
     args = ap.parse_args(argv)
     if args.greedy and args.beam not in (None, 1):
         ap.error("--greedy and --beam N>1 contradict each other")

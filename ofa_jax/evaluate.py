@@ -32,6 +32,7 @@ import sys
 from typing import Any, Optional
 
 from ofa_jax.data.metrics import DEFAULT_NORMALIZATION, LineMetrics
+from ofa_jax.views import CLI_HELP as VIEWS_HELP
 
 NORMALIZATION_HELP = {
     "benchmark": "FudanVI benchmark: full-width->half-width, lowercase, zh-cn",
@@ -182,10 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--beam", type=int, help="beam size (default: from the model dir, usually 5)")
     ap.add_argument("--max-len", type=int, help="maximum generated tokens (fairseq max_len_b)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default float32)")
-    ap.add_argument("--views", metavar="V,V,...",
-                    help="test-time views, e.g. id,w1.08,w0.85,w1.15: read each image as these changed copies "
-                         "and keep the reading they agree on (ofa_jax/views.py; default: the model dir's, "
-                         "else id = plain decoding; cost: about one plain decode per view)")
+    ap.add_argument("--views", metavar="V,V,...", help=VIEWS_HELP)
     ap.add_argument("--engine", choices=["ofa", "rapidocr"], default="ofa",
                     help="ofa (default) or rapidocr: score RapidOCR's PP-OCR recogniser on the same data "
                          "(pip install rapidocr onnxruntime; --model and decoding options are ignored)")

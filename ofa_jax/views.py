@@ -25,6 +25,11 @@ from typing import Callable, Iterable, Sequence, Union
 
 from PIL import Image, ImageFilter
 
+# the --views help of decode and evaluate
+CLI_HELP = ("test-time views, e.g. id,w1.08,w0.85,w1.15: read each image as these changed copies in one search "
+            "(ofa_jax/views.py; default: the model dir's, else id = plain decoding; cost: about one plain decode "
+            "per view)")
+
 _VIEW = re.compile(r"^(id|w|pad|blur)((?:\d+(?:\.\d*)?|\.\d+))?$")
 _LIMITS = {"w": (0.25, 4.0), "pad": (0.0, 1.0), "blur": (0.0, 5.0)}
 
