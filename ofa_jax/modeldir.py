@@ -19,6 +19,7 @@ import json
 import os
 from typing import Any, Optional
 
+import ml_dtypes  # noqa: F401  registers numpy's "bfloat16" dtype, which safetensors needs for bf16 params
 import numpy as np
 
 from ofa_jax.config import OFAConfig
@@ -75,7 +76,6 @@ def save_model_dir(path: str, config: OFAConfig, variables: dict, vocab_path: st
                    extras: Optional[dict] = None, dtype: Optional[str] = None, metadata: Optional[dict] = None):
     """Writes a model dir. ``variables`` may hold jax or numpy arrays (boxed or not)."""
     from safetensors.numpy import save_file
-    import ml_dtypes
 
     os.makedirs(path, exist_ok=True)
     cast = {None: None, "float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
@@ -121,12 +121,11 @@ def load_model_dir(path: str, dtype: Optional[str] = None) -> ModelDir:
         raise ModelDirError(f"{path}/config.json: {e}") from None
     try:
         flat = load_file(os.path.join(path, PARAMS_FILE))
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: a dtype numpy does not know
         raise ModelDirError(f"{path}/{PARAMS_FILE}: unreadable ({e})") from None
     extras = {k[len("extra/"):]: v for k, v in flat.items() if k.startswith("extra/")}
     variables = unflatten({k: v for k, v in flat.items() if not k.startswith("extra/")})
     if dtype is not None:
-        import ml_dtypes
         cast = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
         variables = unflatten({k: (v.astype(cast) if k.startswith("params/") else v)
                                for k, v in flatten(variables).items()})

@@ -1,0 +1,80 @@
+"""The command-line tools as a user runs them: each command in a fresh ``python -m`` process, spelled
+as the README spells it, from the repository root (where ``tools/`` lives). A pytest process has
+already imported jax, torch and the rest, so calling ``main()`` in it hides import-order bugs: the
+bf16 export crash (numpy knows ``bfloat16`` only once ``ml_dtypes`` is imported) passed every in-process
+test. Quick checks here; the README's full walkthrough is ``test_readme_walkthrough.py``."""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ofa_jax.data.metrics import normalize_benchmark
+from ofa_jax.modeldir import flatten, load_model_dir
+from ofa_jax.recognizer import BUNDLED_MODEL
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = "ofa_jax/models/ofa-ocr-zh-small"  # as the README names it, relative to the repository root
+needs_shipped = pytest.mark.skipif(not os.path.isdir(BUNDLED_MODEL), reason="the shipped model is absent")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """What a user's shell has: one CPU device (conftest fakes 8 for the sharding tests), a private
+    compilation cache and TFDS dir."""
+    base = tmp_path_factory.mktemp("fresh_cli")
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", "")).strip()
+    return {**os.environ, "XLA_FLAGS": flags, "OFA_JAX_CACHE_DIR": str(base / "jax_cache"),
+            "TFDS_DATA_DIR": str(base / "tfds"), "PYTHONIOENCODING": "utf-8"}
+
+
+def run(cmd, env, cwd=ROOT, timeout=600):
+    """``cmd`` as written in the README (``python -m ...``), run with this interpreter in a new process."""
+    words = shlex.split(cmd)
+    assert words[:2] == ["python", "-m"], cmd
+    p = subprocess.run([sys.executable] + words[1:], cwd=cwd, env=env, capture_output=True, text=True,
+                       encoding="utf-8", timeout=timeout)
+    assert "Traceback" not in p.stderr, f"{cmd}\n{p.stderr[-3000:]}"
+    return p
+
+
+def one_error_line(p):
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (p.returncode, p.stderr)
+    return lines[0]
+
+
+@pytest.fixture
+def hide_torch(tmp_path):
+    """A PYTHONPATH entry whose sitecustomize makes ``import torch`` fail, as on a machine without it."""
+    d = tmp_path / "no_torch"
+    d.mkdir()
+    (d / "sitecustomize.py").write_text('import sys\nsys.modules["torch"] = None\n')
+    return str(d)
+
+
+# ---------------------------------------------------------------------------------------------- convert
+
+
+@needs_shipped
+def test_shipped_bf16_model_to_pytorch_and_back(env, tmp_path):
+    """The shipped model's bfloat16 weights -> a ModelScope dir -> an ofa-jax dir again, bit for bit,
+    each way in its own process (it died with ``TypeError: data type 'bfloat16' not understood``)."""
+    ms, back = tmp_path / "ms-dir", tmp_path / "back"
+    p = run(f"python -m tools.convert_weights --to-pytorch {SHIPPED} {ms}", env)
+    assert p.returncode == 0, p.stderr
+    assert (ms / "pytorch_model.bin").is_file()
+    assert json.loads((ms / "configuration.json").read_text())["model"]["patch_image_size"] == [32, 320]
+    p = run(f"python -m tools.convert_weights {ms} {back}", env)
+    assert p.returncode == 0, p.stderr
+    a, b = load_model_dir(BUNDLED_MODEL), load_model_dir(str(back))
+    assert a.config == b.config
+    fa, fb = flatten(a.variables), flatten(b.variables)
+    assert fa.keys() == fb.keys()  # (the export adds the image-code weights OCR does not use: b.extras)
+    for k in fa:
+        assert fa[k].dtype == fb[k].dtype and np.array_equal(fa[k].view(np.uint8), fb[k].view(np.uint8)), k
+    assert b.generation["patch_image_size"] == [32, 320]
