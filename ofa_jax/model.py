@@ -10,10 +10,17 @@ numbers:
 * The decoder runs teacher-forced (``decode``) or one step at a time against an explicit
   :class:`DecodeCache` pytree (``init_cache`` / ``decode_step``): self-attention K/V are appended,
   cross-attention K/V are projected once per image and shared by all hypotheses of that image.
-* Layers are unrolled Python loops, not ``nn.scan``: per-layer parameter names stay identical to the
+* Layers are unrolled Python loops by default: per-layer parameter names stay identical to the
   PyTorch ones (the converter needs no stacking) and per-layer drop-path rates stay plain floats.
   Compile time is paid once per shape and kept by JAX's persistent compilation cache (see
   ``ofa_jax.recognizer.enable_compilation_cache``); bench/RESULTS.md reports it per preset.
+* ``OFA(scan=True)`` runs the encoder layers, the teacher-forced decoder layers and the repeated
+  ResNet blocks of each stage as ``nn.scan`` loops over parameters stacked on a leading "layers"
+  axis, so XLA compiles one layer instead of all of them: compile time flat in depth, for the big
+  presets on TPU/GPU. Same numbers as the unrolled model on the same weights
+  (``ofa_jax.layout.stack_layers`` converts; model dirs and checkpoints keep the per-layer layout),
+  but dropout masks come from other rng streams. Not the default: XLA:CPU runs convolutions inside a
+  loop body slower, and decode steps (few layers, run many times) gain nothing from it.
 
 Gradient checkpointing (``OFA.remat``): "layers" recomputes each encoder/decoder layer in the
 backward pass instead of storing its activations, "full" also each ResNet Bottleneck block; the
@@ -155,13 +162,15 @@ class _Layer(nn.Module):
         self.activation_dropout = nn.Dropout(c.activation_dropout)
         self.drop_path = DropPath(self.drop_path_rate, c.drop_path_mode)
 
-    def _block(self, x, ln, mid_ln, fn, det, pre):
-        """``x + DropPath(dropout(mid_ln(fn(ln(x)))))`` (pre-LN), or LN after the residual (post-LN)."""
+    def _block(self, x, ln, mid_ln, fn, det, pre, rate=None):
+        """``x + DropPath(dropout(mid_ln(fn(ln(x)))))`` (pre-LN), or LN after the residual (post-LN).
+
+        ``rate``: the drop-path rate as a (traced) scan input, overriding the field (scanned stacks)."""
         residual = x
         h = fn(ln(x) if pre else x)
         if mid_ln is not None:
             h = mid_ln(h)
-        x = residual + self.drop_path(self.dropout(h, deterministic=det), det)
+        x = residual + self.drop_path(self.dropout(h, deterministic=det), det, rate)
         return x if pre else ln(x)
 
     def _ffn(self, h, det):
@@ -180,7 +189,7 @@ class EncoderLayer(_Layer):
             self.self_attn_mid_layer_norm = _layer_norm("self_attn_mid_layer_norm")
         self._setup_ffn(c.encoder_ffn_dim)
 
-    def __call__(self, x, bias, mask, deterministic=True):
+    def __call__(self, x, bias, mask, deterministic=True, drop_path_rate=None):
         c, det, pre = self.config, deterministic, self.config.encoder_normalize_before
 
         def attn(h):
@@ -188,8 +197,8 @@ class EncoderLayer(_Layer):
             return self.self_attn(h, k, v, bias, mask, det)
 
         x = self._block(x, self.self_attn_layer_norm, self.self_attn_mid_layer_norm if c.normformer else None,
-                        attn, det, pre)
-        x = self._block(x, self.final_layer_norm, None, lambda h: self._ffn(h, det), det, pre)
+                        attn, det, pre, drop_path_rate)
+        x = self._block(x, self.final_layer_norm, None, lambda h: self._ffn(h, det), det, pre, drop_path_rate)
         return x.astype(self.dtype)
 
 
@@ -209,7 +218,7 @@ class DecoderLayer(_Layer):
         return self.cross_attn.project_kv(enc)
 
     def __call__(self, x, self_kv, cross_kv, self_bias, cross_bias, self_mask, cross_mask, deterministic=True,
-                 step_reshape=None):
+                 step_reshape=None, drop_path_rate=None):
         """x: (B,T,d). self_kv: None (project from x) or a function h -> (k, v) (decode-step cache).
 
         step_reshape: in a decode step x is (B, K, d) -- K hypotheses per image at one time step.
@@ -233,11 +242,12 @@ class DecoderLayer(_Layer):
                 return self.cross_attn.attend_heads_first(h, cross_kv[0], cross_kv[1], cross_bias)
             return self.cross_attn(h, cross_kv[0], cross_kv[1], cross_bias, cross_mask, det)
 
+        r = drop_path_rate
         x = self._block(x, self.self_attn_layer_norm, self.self_attn_mid_layer_norm if normformer else None,
-                        self_fn, det, pre)
+                        self_fn, det, pre, r)
         x = self._block(x, self.cross_attn_layer_norm, self.cross_attn_mid_layer_norm if normformer else None,
-                        cross_fn, det, pre)
-        x = self._block(x, self.final_layer_norm, None, lambda h: self._ffn(h, det), det, pre)
+                        cross_fn, det, pre, r)
+        x = self._block(x, self.final_layer_norm, None, lambda h: self._ffn(h, det), det, pre, r)
         return x.astype(self.dtype)
 
 
@@ -276,16 +286,54 @@ class DecodeCache:
         return self.replace(self_k=tuple(map(take, self.self_k)), self_v=tuple(map(take, self.self_v)))
 
 
+class _StackedTable(nn.Module):
+    """``layers`` relative-position tables stacked: param ``embedding`` (layers, buckets, heads), the
+    scanned form of ``*_rel_pos_table_list_{i}/embedding`` (zero-initialised like those)."""
+    layers: int
+    num: int
+    features: int
+
+    @nn.compact
+    def __call__(self):
+        init = nn.with_logical_partitioning(nn.initializers.zeros, ("layers", "rel_buckets", "rel_heads"))
+        return self.param("embedding", init, (self.layers, self.num, self.features), jnp.float32)
+
+
+def _rel_bias(table, idx):
+    """(buckets, H) table at an index array (..., T, S) -> bias (H, T, S)."""
+    return jnp.moveaxis(table[idx], -1, 0)
+
+
+def _scan_layers(body, remat: bool, length: int, in_axes):
+    """``nn.scan`` over ``body(layer, carry, *inputs)`` for a layer module whose parameters are stacked
+    on a leading "layers" axis; each iteration draws its own init and dropout rngs.
+
+    Remat is ``nn.remat`` (``jax.checkpoint``) on the body: inside a scan the recomputation runs in
+    the backward loop's body, which no compiler can merge with the forward loop, so the barriers that
+    XLA:CPU drops for the unrolled form (``ofa_jax.remat``) are not needed.
+    """
+    if remat:
+        body = nn.remat(body, prevent_cse=False)
+    return nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                   in_axes=in_axes, length=length, metadata_params={nn.PARTITION_NAME: "layers"})
+
+
+def _rates(rate: float, layers: int):
+    """Per-layer drop-path rates as a scan input, or None (no DropPath, no rng) when the rate is 0."""
+    return jnp.asarray(block_drop_path_rates(rate, layers), jnp.float32) if rate else None
+
+
 class Encoder(nn.Module):
     config: OFAConfig
     embed_tokens: nn.Embed
     frozen_bn: bool = True
     dtype: Any = jnp.float32
     remat: str = "none"
+    scan: bool = False
 
     def setup(self):
         c, d, h = self.config, self.config.d_model, self.config.encoder_attention_heads
-        self.embed_images = ResNet(c, self.frozen_bn, self.dtype, remat_blocks=self.remat == "full")
+        self.embed_images = ResNet(c, self.frozen_bn, self.dtype, remat_blocks=self.remat == "full", scan=self.scan)
         self.image_proj = _dense(d, ("image_channels", "embed"), "image_proj", self.dtype, init=_xavier)
         if c.add_type_embedding:
             self.type_embedding = _embed(2, d, "type_embedding", ("type_vocab", "embed"))
@@ -300,18 +348,25 @@ class Encoder(nn.Module):
         self.image_pos_ln = _layer_norm("image_pos_ln")
         self.pos_q_linear = _dense(d, ("embed", "heads"), "pos_q_linear", None)
         self.pos_k_linear = _dense(d, ("embed", "heads"), "pos_k_linear", None)
-        rates = block_drop_path_rates(c.encoder_drop_path_rate, c.encoder_layers)
-        self.layers = [EncoderLayer(c, rates[i], self.dtype) for i in range(c.encoder_layers)]
+        n_tok, n_img = 2 * c.token_bucket_size - 1, (2 * c.image_bucket_size - 1) ** 2 + 3
+        if self.scan:  # one layer module, parameters stacked by the scan (encoder/layers/...)
+            self.layers = EncoderLayer(c, 0.0, self.dtype)
+        else:
+            rates = block_drop_path_rates(c.encoder_drop_path_rate, c.encoder_layers)
+            self.layers = [EncoderLayer(c, rates[i], self.dtype) for i in range(c.encoder_layers)]
         if c.encoder_normalize_before:
             self.layer_norm = _layer_norm("layer_norm")
-        n_tables = 1 if c.share_attn_bias else c.encoder_layers
-        self.token_rel_pos_table_list = [
-            _embed(2 * c.token_bucket_size - 1, h, f"token_rel_pos_table_list_{i}", ("rel_buckets", "rel_heads"), zero=True)
-            for i in range(n_tables)]
-        self.image_rel_pos_table_list = [
-            _embed((2 * c.image_bucket_size - 1) ** 2 + 3, h, f"image_rel_pos_table_list_{i}",
-                   ("rel_buckets", "rel_heads"), zero=True)
-            for i in range(n_tables)]
+        if self.scan and not c.share_attn_bias:
+            self.token_rel_pos_table_list = _StackedTable(c.encoder_layers, n_tok, h)
+            self.image_rel_pos_table_list = _StackedTable(c.encoder_layers, n_img, h)
+        else:
+            n_tables = 1 if c.share_attn_bias else c.encoder_layers
+            self.token_rel_pos_table_list = [
+                _embed(n_tok, h, f"token_rel_pos_table_list_{i}", ("rel_buckets", "rel_heads"), zero=True)
+                for i in range(n_tables)]
+            self.image_rel_pos_table_list = [
+                _embed(n_img, h, f"image_rel_pos_table_list_{i}", ("rel_buckets", "rel_heads"), zero=True)
+                for i in range(n_tables)]
         self.dropout = nn.Dropout(c.dropout)
 
     def __call__(self, images, tokens, image_valid=None, train: bool = False) -> EncoderOutput:
@@ -362,20 +417,45 @@ class Encoder(nn.Module):
         img_idx = buckets.image_bucket_index(gh, gw, c.image_bucket_size)
         mask = (~padding_mask)[:, None, None, :]
 
-        def run(layer, x, bias, mask):  # arrays as arguments: a remat'd function must not close over them
-            return layer(x, bias, mask, det)
+        if self.scan:
+            x = self._scanned_layers(x, abs_bias, tok_idx, img_idx, mask, det)
+        else:
+            def run(layer, x, bias, mask):  # arrays as arguments: a remat'd function must not close over them
+                return layer(x, bias, mask, det)
 
-        if self.remat != "none":
-            run = _remat(run)
-        for i, layer in enumerate(self.layers):
-            t = 0 if c.share_attn_bias else i
-            rel_txt = jnp.moveaxis(self.token_rel_pos_table_list[t].embedding[tok_idx], -1, 0)
-            rel_img = jnp.moveaxis(self.image_rel_pos_table_list[t].embedding[img_idx], -1, 0)
-            bias = abs_bias + _block_diag(rel_img, rel_txt)
-            x = run(layer, x, bias, mask)
+            if self.remat != "none":
+                run = _remat(run)
+            for i, layer in enumerate(self.layers):
+                t = 0 if c.share_attn_bias else i
+                rel_txt = jnp.moveaxis(self.token_rel_pos_table_list[t].embedding[tok_idx], -1, 0)
+                rel_img = jnp.moveaxis(self.image_rel_pos_table_list[t].embedding[img_idx], -1, 0)
+                bias = abs_bias + _block_diag(rel_img, rel_txt)
+                x = run(layer, x, bias, mask)
         if c.encoder_normalize_before:
             x = self.layer_norm(x).astype(self.dtype)
         return EncoderOutput(hidden=x, padding_mask=padding_mask, pos_embed=pos)
+
+    def _scanned_layers(self, x, abs_bias, tok_idx, img_idx, mask, det):
+        """All layers as one scan. The relative-position tables (L, buckets, H) are scan inputs and each
+        layer's (H, N, N) bias is built inside the body: no (L, H, N, N) stack (N ~ 910 for base at 480px).
+        With ``share_attn_bias`` the one bias is built here and broadcast."""
+        c = self.config
+        if c.share_attn_bias:
+            tok_t = img_t = None
+            abs_bias = abs_bias + _block_diag(_rel_bias(self.image_rel_pos_table_list[0].embedding, img_idx),
+                                              _rel_bias(self.token_rel_pos_table_list[0].embedding, tok_idx))
+        else:
+            tok_t, img_t = self.token_rel_pos_table_list(), self.image_rel_pos_table_list()
+
+        def body(layer, x, rate, tok_table, img_table, abs_bias, mask):
+            bias = abs_bias
+            if tok_table is not None:
+                bias = abs_bias + _block_diag(_rel_bias(img_table, img_idx), _rel_bias(tok_table, tok_idx))
+            return layer(x, bias, mask, det, rate), None
+
+        stack = _scan_layers(body, self.remat != "none", c.encoder_layers, (0, 0, 0, nn.broadcast, nn.broadcast))
+        x, _ = stack(self.layers, x, _rates(c.encoder_drop_path_rate, c.encoder_layers), tok_t, img_t, abs_bias, mask)
+        return x
 
 
 class Decoder(nn.Module):
@@ -383,6 +463,7 @@ class Decoder(nn.Module):
     embed_tokens: nn.Embed
     dtype: Any = jnp.float32
     remat: str = "none"   # teacher-forced __call__ only; decode steps never take gradients
+    scan: bool = False    # teacher-forced __call__ as one scan; decode steps unrolled over the stacked layers
 
     def setup(self):
         c, d, h = self.config, self.config.d_model, self.config.decoder_attention_heads
@@ -394,18 +475,36 @@ class Decoder(nn.Module):
         self.self_pos_k_linear = _dense(d, ("embed", "heads"), "self_pos_k_linear", None)
         self.cross_pos_q_linear = _dense(d, ("embed", "heads"), "cross_pos_q_linear", None)
         self.cross_pos_k_linear = _dense(d, ("embed", "heads"), "cross_pos_k_linear", None)
-        rates = block_drop_path_rates(c.decoder_drop_path_rate, c.decoder_layers)
-        self.layers = [DecoderLayer(c, rates[i], self.dtype) for i in range(c.decoder_layers)]
+        if self.scan:
+            self.layers = DecoderLayer(c, 0.0, self.dtype)
+        else:
+            rates = block_drop_path_rates(c.decoder_drop_path_rate, c.decoder_layers)
+            self.layers = [DecoderLayer(c, rates[i], self.dtype) for i in range(c.decoder_layers)]
         if c.decoder_normalize_before:
             self.layer_norm = _layer_norm("layer_norm")
         if not c.share_decoder_input_output_embed:
             self.output_projection = _dense(c.vocab_size, ("embed", "vocab"), "output_projection", self.dtype,
                                             init=nn.initializers.normal(d ** -0.5), use_bias=False)
-        n_tables = 1 if c.share_attn_bias else c.decoder_layers
-        self.token_rel_pos_table_list = [
-            _embed(2 * c.token_bucket_size - 1, h, f"token_rel_pos_table_list_{i}", ("rel_buckets", "rel_heads"), zero=True)
-            for i in range(n_tables)]
+        if self.scan and not c.share_attn_bias:
+            self.token_rel_pos_table_list = _StackedTable(c.decoder_layers, 2 * c.token_bucket_size - 1, h)
+        else:
+            n_tables = 1 if c.share_attn_bias else c.decoder_layers
+            self.token_rel_pos_table_list = [
+                _embed(2 * c.token_bucket_size - 1, h, f"token_rel_pos_table_list_{i}", ("rel_buckets", "rel_heads"),
+                       zero=True)
+                for i in range(n_tables)]
         self.dropout = nn.Dropout(c.dropout)
+
+    def _layer(self, i: int):
+        """Layer ``i`` as a callable ``fn(method, *args)``: the layer module itself when unrolled; in the
+        scanned form the stacked module with its parameters sliced at ``i`` (decode steps stay an
+        unrolled loop over layers with per-layer cache tuples, see :class:`DecodeCache`)."""
+        if not self.scan:
+            layer = self.layers[i]
+            return lambda method, *a, **k: method(layer, *a, **k)
+        take = lambda v: jax.tree.map(lambda a: a[i], v)
+        return lambda method, *a, **k: nn.map_variables(
+            lambda layer: method(layer, *a, **k), "params", trans_in_fn=take)(self.layers)
 
     def _biases(self, enc_pos, length):
         """Self (L,H,T,T) and cross (H,T,N) attention biases for positions 0..length-1."""
@@ -415,6 +514,8 @@ class Decoder(nn.Module):
         self_abs = _abs_pos_bias(self.self_pos_q_linear(pos), self.self_pos_k_linear(pos), heads, d, f)
         cross = _abs_pos_bias(self.cross_pos_q_linear(pos), self.cross_pos_k_linear(enc_pos), heads, d, f)
         idx = buckets.token_bucket_table(c.token_bucket_size, c.max_position_embeddings)[:length, :length]
+        if self.scan and not c.share_attn_bias:  # the same sums, on the stacked tables
+            return self_abs[None] + jnp.moveaxis(self.token_rel_pos_table_list()[:, idx], -1, 1), cross
         per_layer = [self_abs + jnp.moveaxis(self.token_rel_pos_table_list[0 if c.share_attn_bias else i]
                                              .embedding[idx], -1, 0) for i in range(c.decoder_layers)]
         return jnp.stack(per_layer), cross
@@ -449,6 +550,15 @@ class Decoder(nn.Module):
         self_mask = causal[None, None] & (prev_tokens != c.pad_token_id)[:, None, None, :]
         cross_mask = (~enc.padding_mask)[:, None, None, :]
         x = self._embed_tokens(prev_tokens, det, jnp.arange(t))
+        if self.scan:
+            def body(layer, x, rate, self_bias, hidden, cross_bias, self_mask, cross_mask):
+                return layer(x, None, layer.cross_kv(hidden), self_bias, cross_bias, self_mask, cross_mask, det,
+                             drop_path_rate=rate), None
+
+            stack = _scan_layers(body, self.remat != "none", c.decoder_layers, (0, 0) + (nn.broadcast,) * 4)
+            x, _ = stack(self.layers, x, _rates(c.decoder_drop_path_rate, c.decoder_layers), self_bias, enc.hidden,
+                         cross_bias, self_mask, cross_mask)
+            return self._logits(x)
 
         def run(layer, x, hidden, self_bias, cross_bias, self_mask, cross_mask):  # arrays as arguments (remat)
             return layer(x, None, layer.cross_kv(hidden), self_bias, cross_bias, self_mask, cross_mask, det)
@@ -466,7 +576,7 @@ class Decoder(nn.Module):
         hd = c.d_model // h
         self_bias, cross_bias = self._biases(enc.pos_embed, max_len)
         self_bias = [self_bias[i] for i in range(c.decoder_layers)]
-        cks, cvs = zip(*[layer.cross_kv(enc.hidden) for layer in self.layers])
+        cks, cvs = zip(*[self._layer(i)(DecoderLayer.cross_kv, enc.hidden) for i in range(c.decoder_layers)])
         cks = [jnp.transpose(k, (0, 2, 3, 1)) for k in cks]  # (B,N,H,D) -> (B,H,D,N), once per image
         cvs = [jnp.transpose(v, (0, 2, 1, 3)) for v in cvs]  # (B,N,H,D) -> (B,H,N,D)
         zeros = tuple(jnp.zeros((b, num_hyps, max_len, h, hd), self.dtype) for _ in range(c.decoder_layers))
@@ -483,7 +593,7 @@ class Decoder(nn.Module):
         causal = jnp.where(jnp.arange(t_max) <= idx, 0.0, jnp.finfo(jnp.float32).min)  # additive, see above
         cross_bias = jax.lax.dynamic_slice_in_dim(cache.cross_bias, idx, 1, axis=2)  # (B,H,1,N), mask folded in
         new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
+        for i in range(self.config.decoder_layers):
             self_bias = jax.lax.dynamic_slice_in_dim(cache.self_bias[i], idx, 1, axis=1) + causal  # (H,1,T)
             layer_k, layer_v = cache.self_k[i], cache.self_v[i]
             written = {}
@@ -496,8 +606,8 @@ class Decoder(nn.Module):
                 written["k"], written["v"] = ks.reshape(layer_k.shape), vs.reshape(layer_v.shape)
                 return ks, vs
 
-            x = layer(x, self_kv, (cache.cross_k[i], cache.cross_v[i]), self_bias, cross_bias, None, None, True,
-                      step_reshape=True)
+            x = self._layer(i)(DecoderLayer.__call__, x, self_kv, (cache.cross_k[i], cache.cross_v[i]), self_bias,
+                               cross_bias, None, None, True, step_reshape=True)
             new_k.append(written["k"])
             new_v.append(written["v"])
         cache = cache.replace(index=idx + 1, self_k=tuple(new_k), self_v=tuple(new_v))
@@ -573,13 +683,14 @@ class OFA(nn.Module):
     dtype: Any = jnp.float32       # compute dtype; parameters stay float32
     frozen_bn: bool = True         # BatchNorm uses running stats even in training (OFA fine-tuning default)
     remat: str = "none"            # gradient checkpointing: "none", "layers" (transformer layers), "full" (+ ResNet blocks)
+    scan: bool = False             # layer stacks as nn.scan over stacked parameters (ofa_jax.layout.stack_layers)
 
     def setup(self):
         c = self.config
         check_remat(self.remat)
         self.embed_tokens = _embed(c.vocab_size, c.d_model, "embed_tokens", dtype=self.dtype)
-        self.encoder = Encoder(c, self.embed_tokens, self.frozen_bn, self.dtype, self.remat)
-        self.decoder = Decoder(c, self.embed_tokens, self.dtype, self.remat)
+        self.encoder = Encoder(c, self.embed_tokens, self.frozen_bn, self.dtype, self.remat, self.scan)
+        self.decoder = Decoder(c, self.embed_tokens, self.dtype, self.remat, self.scan)
 
     def __call__(self, images, src_tokens, prev_tokens, image_valid=None, train: bool = False):
         enc = self.encoder(images, src_tokens, image_valid, train)
@@ -601,15 +712,18 @@ class OFA(nn.Module):
         return self.encoder.embed_images(images, False)
 
 
-def init_params(config: OFAConfig, rng=None, image_size=(64, 64), text_len=4, dtype=jnp.float32):
-    """Randomly initialised variables ({'params', 'batch_stats'}), boxed with logical axis names."""
-    model = OFA(config, dtype)
+def init_params(config: OFAConfig, rng=None, image_size=(64, 64), text_len=4, dtype=jnp.float32, scan: bool = False):
+    """Randomly initialised variables ({'params', 'batch_stats'}), boxed with logical axis names.
+
+    ``scan=True``: the layout of ``OFA(scan=True)`` (layer stacks on a leading "layers" axis; the same
+    structure and shapes as ``ofa_jax.layout.stack_layers`` of the unrolled init, other random values)."""
+    model = OFA(config, dtype, scan=scan)
     rng = jax.random.PRNGKey(0) if rng is None else rng
     images = jnp.zeros((1,) + tuple(image_size) + (3,), jnp.float32)
     tokens = jnp.ones((1, text_len), jnp.int32)
     return jax.jit(model.init)(rng, images, tokens, tokens)  # jit: eager init of a ResNet is ~10x slower
 
 
-def abstract_variables(config: OFAConfig):
+def abstract_variables(config: OFAConfig, scan: bool = False):
     """Shapes/dtypes of all variables without allocating them (for big presets)."""
-    return jax.eval_shape(lambda: nn.meta.unbox(init_params(config)))
+    return jax.eval_shape(lambda: nn.meta.unbox(init_params(config, scan=scan)))

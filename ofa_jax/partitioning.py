@@ -36,6 +36,8 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, object], ...] = (
     ("conv_w", None),
     ("conv_in", None),
     ("conv_out", "fsdp"),
+    # the stacked axis of scanned layers (OFA(scan=True)): each device holds every layer's slice
+    ("layers", None),
 )
 
 

@@ -3,6 +3,12 @@
 Images are NHWC. The output is stride 16 with 1024 channels (480x480 -> 30x30 patches). Parameter
 names mirror the PyTorch module (``layer3_22/conv2``, ``downsample_conv``...) so the converter table
 stays a readable one-to-one list.
+
+``ResNet(scan=True)``: in each stage, blocks 1..n-1 (same shapes; block 0 changes stride and width)
+run as one ``nn.scan`` over parameters and BatchNorm statistics stacked on a leading "layers" axis,
+named ``layer{stage}_rest`` (``ofa_jax.layout`` converts). resnet101's 23-block stage then compiles
+as one block: compile time stays flat in depth. Not the default: XLA:CPU runs convolutions inside a
+loop body slower than unrolled ones, and the per-block names are what the converter writes.
 """
 from __future__ import annotations
 
@@ -144,18 +150,42 @@ class DropPath(nn.Module):
     mode "sample": one draw per sample, mask (B, 1, ..., 1) -- ResNet blocks (timm semantics) and the
     usual transformer variant. mode "token": ModelScope's transformer DropPath, one (1, T, 1) mask for
     the whole batch (x is (B, T, D)).
+
+    ``rate`` passed to the call overrides the field and may be a traced scalar: in a scanned layer stack
+    each layer's rate is a scan input. A traced rate of 0 keeps every position (uniform < 1) and
+    divides by 1, so it equals the identity; only a static 0 skips drawing the mask.
     """
-    rate: float
+    rate: float = 0.0
     mode: str = "sample"
 
     @nn.compact
-    def __call__(self, x, deterministic: bool):
-        if deterministic or self.rate == 0.0:
+    def __call__(self, x, deterministic: bool, rate=None):
+        if rate is None:
+            rate = self.rate
+        if deterministic or (isinstance(rate, (int, float)) and rate == 0.0):
             return x
-        keep = 1.0 - self.rate
         shape = (1, x.shape[1], 1) if self.mode == "token" else (x.shape[0],) + (1,) * (x.ndim - 1)
+        if isinstance(rate, (int, float)):
+            keep = 1.0 - rate
+            mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+            return jnp.where(mask, x / keep, jnp.zeros_like(x))
+        keep = 1.0 - jnp.asarray(rate, jnp.float32)
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+        return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
+
+
+def _bottleneck(x, planes, stride, downsample, rate, frozen_bn, dtype, train):
+    """The block's body; called inside a compact ``__call__`` (its submodules attach to that module)."""
+    frozen = frozen_bn or not train
+    out = nn.relu(_conv_bn(x, planes, 1, 1, 0, "conv1", "bn1", frozen, dtype, train))
+    out = nn.relu(_conv_bn(out, planes, 3, stride, 1, "conv2", "bn2", frozen, dtype, train))
+    out = _conv_bn(out, planes * 4, 1, 1, 0, "conv3", "bn3", frozen, dtype, train)
+    identity = x
+    if downsample:
+        identity = _conv_bn(x, planes * 4, 1, stride, 0, "downsample_conv", "downsample_bn", frozen, dtype, train)
+    if rate is not None:
+        out = DropPath(0.0, "sample", name="drop_path")(out, not train, rate)
+    return nn.relu(identity + out)
 
 
 class Bottleneck(nn.Module):
@@ -168,15 +198,21 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        frozen, dt = self.frozen_bn or not train, self.dtype
-        out = nn.relu(_conv_bn(x, self.planes, 1, 1, 0, "conv1", "bn1", frozen, dt, train))
-        out = nn.relu(_conv_bn(out, self.planes, 3, self.stride, 1, "conv2", "bn2", frozen, dt, train))
-        out = _conv_bn(out, self.planes * 4, 1, 1, 0, "conv3", "bn3", frozen, dt, train)
-        identity = x
-        if self.downsample:
-            identity = _conv_bn(x, self.planes * 4, 1, self.stride, 0, "downsample_conv", "downsample_bn", frozen, dt, train)
-        out = DropPath(self.drop_path_rate, "sample", name="drop_path")(out, not train)
-        return nn.relu(identity + out)
+        return _bottleneck(x, self.planes, self.stride, self.downsample, self.drop_path_rate, self.frozen_bn,
+                           self.dtype, train)
+
+
+class _ScanBottleneck(nn.Module):
+    """Body of a stage's scan over blocks 1..n-1: carry x, scanned input the block's drop-path rate
+    (None when the config's rate is 0: no rng drawn, as in the unrolled blocks)."""
+    planes: int
+    frozen_bn: bool = True
+    dtype: Any = jnp.float32
+    train: bool = False
+
+    @nn.compact
+    def __call__(self, x, rate):
+        return _bottleneck(x, self.planes, 1, False, rate, self.frozen_bn, self.dtype, self.train), None
 
 
 def block_drop_path_rates(rate: float, blocks: int) -> list[float]:
@@ -189,6 +225,7 @@ class ResNet(nn.Module):
     frozen_bn: bool = True
     dtype: Any = jnp.float32
     remat_blocks: bool = False  # recompute each Bottleneck block in the backward pass (gradient checkpointing)
+    scan: bool = False          # blocks 1..n-1 of each stage as one nn.scan (see the module docstring)
 
     @nn.compact
     def __call__(self, images, train: bool = False):
@@ -201,10 +238,25 @@ class ResNet(nn.Module):
             run = remat(run)
         for stage, (planes, blocks, stride) in enumerate(zip((64, 128, 256), self.config.resnet_layers, (1, 2, 2)), 1):
             rates = block_drop_path_rates(self.config.resnet_drop_path_rate, blocks)
-            for i in range(blocks):
+            for i in range(1 if self.scan else blocks):
                 # The first block of a stage has no drop path in the reference (it ignores dpr[0]).
                 blk = Bottleneck(planes, stride if i == 0 else 1, downsample=(i == 0),
                                  drop_path_rate=rates[i] if i else 0.0, frozen_bn=self.frozen_bn, dtype=self.dtype,
                                  name=f"layer{stage}_{i}")
                 x = run(blk, x)
+            if self.scan and blocks > 1:
+                x = self._scan_blocks(x, planes, rates[1:], train, f"layer{stage}_rest")
+        return x
+
+    def _scan_blocks(self, x, planes, rates, train, name):
+        body = _ScanBottleneck
+        if self.remat_blocks:
+            # jax.checkpoint is enough inside a scan: the recomputation runs in the backward loop's
+            # body, which no compiler can merge with the forward loop (cf. ofa_jax.remat).
+            body = nn.remat(body, prevent_cse=False)
+        stack = nn.scan(body, variable_axes={"params": 0, "batch_stats": 0},
+                        split_rngs={"params": True, "dropout": True}, in_axes=0, length=len(rates),
+                        metadata_params={nn.PARTITION_NAME: "layers"})
+        xs = jnp.asarray(rates, jnp.float32) if self.config.resnet_drop_path_rate else None
+        x, _ = stack(planes, self.frozen_bn, self.dtype, train, name=name)(x, xs)
         return x
