@@ -65,7 +65,7 @@ def test_shipped_bf16_model_to_pytorch_and_back(env, tmp_path):
     """The shipped model's bfloat16 weights -> a ModelScope dir -> an ofa-jax dir again, bit for bit,
     each way in its own process (it died with ``TypeError: data type 'bfloat16' not understood``)."""
     ms, back = tmp_path / "ms-dir", tmp_path / "back"
-    p = run(f"python -m tools.convert_weights --to-pytorch {SHIPPED} {ms}", env)
+    p = run(f"python -m tools.convert_weights --to-pytorch --allow-non-square {SHIPPED} {ms}", env)
     assert p.returncode == 0, p.stderr
     assert (ms / "pytorch_model.bin").is_file()
     assert json.loads((ms / "configuration.json").read_text())["model"]["patch_image_size"] == [32, 320]
@@ -78,3 +78,40 @@ def test_shipped_bf16_model_to_pytorch_and_back(env, tmp_path):
     for k in fa:
         assert fa[k].dtype == fb[k].dtype and np.array_equal(fa[k].view(np.uint8), fb[k].view(np.uint8)), k
     assert b.generation["patch_image_size"] == [32, 320]
+
+
+@needs_shipped
+def test_non_square_export_is_refused_before_writing(env, tmp_path):
+    """A 32x320 model cannot run in ModelScope's stock OCR pipeline: one line says why and what to do,
+    and nothing is written."""
+    out = tmp_path / "ms-dir"
+    err = one_error_line(run(f"python -m tools.convert_weights --to-pytorch {SHIPPED} {out}", env))
+    assert "32x320" in err and "not square" in err and "pipeline(Tasks.ocr_recognition)" in err
+    assert "--allow-non-square" in err and "OfaForAllTasks" in err and "--config.data.image_size" in err
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------- train --export
+
+
+@pytest.mark.slow
+@needs_shipped
+def test_fine_tune_square_export_and_to_pytorch(env, tmp_path):
+    """A few steps from the shipped (bfloat16) model at a square input, ``--export`` as bfloat16, then
+    ``--to-pytorch`` as the README's ModelScope section writes it: square, so no flag is needed and
+    configuration.json has one side (what the stock pipeline reads)."""
+    run_dir, model, ms = tmp_path / "run", tmp_path / "mine", tmp_path / "ms-mine"
+    common = (f"--config configs/ocr_base_fudanvi_scene.py --workdir {run_dir} "
+              f"--config.init.model_dir={SHIPPED} --config.data.image_height=0 --config.data.image_size=64 "
+              "--config.data.train=render:printed,max_chars=4,n=8 --config.data.val= "
+              "--config.data.max_target_tokens=8 --config.total_steps=2 --config.batch_size=2 "
+              "--config.eval.every=0 --config.ckpt.async_save=False --config.log.tensorboard=False "
+              "--config.mesh.num_devices=1")
+    p = run(f"python -m ofa_jax.train {common}", env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = run(f"python -m ofa_jax.train {common} --export {model} --export_which last --export_dtype bfloat16", env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((model / "generation.json").read_text())["patch_image_size"] == 64
+    p = run(f"python -m tools.convert_weights --to-pytorch {model} {ms}", env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((ms / "configuration.json").read_text())["model"]["patch_image_size"] == 64

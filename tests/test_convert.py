@@ -152,7 +152,7 @@ def load_model_dir_from_ms(src, tmp_path):
 
 # ---- errors: one line, naming the problem ---------------------------------------------------
 def _cli_error(capsys, *argv):
-    assert cli(list(argv)) == 1
+    assert cli(list(argv)) == 2  # bad input, as every ofa-jax command
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     return err
@@ -206,3 +206,16 @@ def test_print_table(capsys):
     assert cli(["--print-table", "micro"]) == 0
     out = capsys.readouterr().out
     assert "encoder.layers.0.self_attn.q_proj.weight" in out and "dropped" in out
+
+
+def test_stock_pipeline_size():
+    """ModelScope's stock OCR pipeline knows one square side: a square input is written as that int,
+    a rectangle only when asked for, with the reason and the remedy in one line otherwise."""
+    from tools.convert_weights.convert import ConversionError, stock_pipeline_size
+
+    assert stock_pipeline_size("m", 480) == 480
+    assert stock_pipeline_size("m", [64, 64]) == 64
+    assert stock_pipeline_size("m", [32, 320], allow_non_square=True) == [32, 320]
+    with pytest.raises(ConversionError, match=r"^m: its input is 32x320 .*--allow-non-square") as e:
+        stock_pipeline_size("m", [32, 320])
+    assert "\n" not in str(e.value)

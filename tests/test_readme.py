@@ -107,3 +107,14 @@ def test_named_repo_paths_exist():
         if "*" in path or path.startswith("ofa_jax/models/"):
             continue
         assert os.path.exists(os.path.join(ROOT, path)), path
+
+
+def test_modelscope_serving_section():
+    """The section on serving a model fine-tuned here: the export command (run by the walkthrough),
+    the square-only rule of the stock pipeline, the flag for line-shaped models and the reference check."""
+    text = open(README, encoding="utf-8").read()
+    section = text.split("## Serve a model fine-tuned here with ModelScope\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    assert block.strip().startswith("python -m tools.convert_weights --to-pytorch models/mine ")
+    assert "pipeline(Tasks.ocr_recognition" in section and "--allow-non-square" in section
+    assert "OfaForAllTasks" in section and "tools/reference/check_stock_pipeline.py" in section

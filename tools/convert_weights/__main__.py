@@ -1,5 +1,5 @@
 """python -m tools.convert_weights SRC DST            PyTorch (ModelScope dir / fairseq .pt) -> ofa-jax
-   python -m tools.convert_weights --to-pytorch SRC DST   ofa-jax model dir -> ModelScope dir
+   python -m tools.convert_weights --to-pytorch SRC DST [--allow-non-square]   ofa-jax model dir -> ModelScope dir
    python -m tools.convert_weights --print-table PRESET   the name table, one row per tensor
 """
 from __future__ import annotations
@@ -17,6 +17,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="store parameters in this dtype (default: as is)")
     ap.add_argument("--to-pytorch", action="store_true", help="export an ofa-jax model dir to a ModelScope dir")
     ap.add_argument("--format", choices=["bin", "safetensors"], default="bin", help="weights file for --to-pytorch")
+    ap.add_argument("--allow-non-square", action="store_true",
+                    help="--to-pytorch: write a model with a non-square input (patch_image_size [H, W]) although "
+                         "ModelScope's stock OCR pipeline cannot run it (OfaForAllTasks with your own preprocessing can)")
     ap.add_argument("--print-table", metavar="PRESET", help="print the PyTorch -> ofa-jax name table and exit")
     args = ap.parse_args(argv)
 
@@ -38,7 +41,7 @@ def main(argv=None) -> int:
         if not args.src or not args.dst:
             ap.error("SRC and DST are required")
         if args.to_pytorch:
-            out = export_pytorch(args.src, args.dst, args.format)
+            out = export_pytorch(args.src, args.dst, args.format, allow_non_square=args.allow_non_square)
             print(f"wrote {out}", file=sys.stderr)
         else:
             source = convert(args.src, args.dst, vocab=args.vocab, dtype=args.dtype)
@@ -48,7 +51,7 @@ def main(argv=None) -> int:
         return 0
     except (ConversionError, ModelDirError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

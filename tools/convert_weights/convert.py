@@ -367,9 +367,38 @@ def convert(src: str, dst: str, vocab: Optional[str] = None, dtype: Optional[str
     return source
 
 
-def export_pytorch(model_dir: str, dst: str, fmt: str = "bin") -> str:
-    """ofa-jax model dir -> a ModelScope model dir that ``pipeline(Tasks.ocr_recognition, model=dst)`` loads."""
+def stock_pipeline_size(model_dir: str, patch_image_size, allow_non_square: bool = False):
+    """The ``patch_image_size`` an export writes: one int where the model's input is square (what
+    ModelScope's stock OCR pipeline, which resizes every image to one square side, can run). A
+    rectangle ``[H, W]`` (a line-shaped model trained here) is a ConversionError saying why and what
+    to do, unless ``allow_non_square``: then it is written as it is, for ``OfaForAllTasks`` with
+    preprocessing of your own."""
+    size = patch_image_size
+    if isinstance(size, (list, tuple)):
+        if len(size) != 2:
+            raise ConversionError(f"{model_dir}/generation.json: patch_image_size {list(size)} is neither N nor [H, W]")
+        h, w = (int(x) for x in size)
+        if h == w:
+            return h
+        if not allow_non_square:
+            raise ConversionError(
+                f"{model_dir}: its input is {h}x{w} (generation.json patch_image_size [{h}, {w}]), not square: "
+                f"ModelScope's stock OCR pipeline, pipeline(Tasks.ocr_recognition), resizes every image to one "
+                f"square side and cannot run it. Pass --allow-non-square to write it anyway (load it with "
+                f"OfaForAllTasks and feed {h}x{w} inputs made as ofa_jax.preprocess.resize_and_pad_uint8 makes "
+                f"them), or fine-tune a square model for the stock pipeline (--config.data.image_height=0 "
+                f"--config.data.image_size=N)")
+        return [h, w]
+    return int(size)
+
+
+def export_pytorch(model_dir: str, dst: str, fmt: str = "bin", allow_non_square: bool = False) -> str:
+    """ofa-jax model dir -> a ModelScope model dir that ``pipeline(Tasks.ocr_recognition, model=dst)`` loads.
+
+    A model with a non-square input (``patch_image_size: [H, W]``) is refused before anything is
+    written (`stock_pipeline_size`), unless ``allow_non_square``."""
     md: ModelDir = load_model_dir(model_dir)
+    size = stock_pipeline_size(model_dir, md.generation.get("patch_image_size", 480), allow_non_square)
     sd = variables_to_state_dict(md.variables, md.extras, md.config)
     os.makedirs(dst, exist_ok=True)
     if fmt == "safetensors":
@@ -391,8 +420,7 @@ def export_pytorch(model_dir: str, dst: str, fmt: str = "bin") -> str:
     gen = md.generation
     configuration = {
         "framework": "pytorch", "task": "ocr-recognition",
-        "model": {"type": "ofa", "language": "zh", "patch_image_size": gen.get("patch_image_size", 480),
-                  "max_image_size": gen.get("patch_image_size", 480),
+        "model": {"type": "ofa", "language": "zh", "patch_image_size": size, "max_image_size": size,
                   "beam_search": {k: gen[k] for k in ("beam_size", "max_len_b", "min_len", "no_repeat_ngram_size")
                                   if k in gen}},
         "pipeline": {"type": "ofa-ocr-recognition"},
