@@ -397,13 +397,37 @@ class OFATokenizer:
         return postprocess_ocr_text(self.decode(ids))
 
 
+_NO_TORCH_ADVICE = "PyTorch was not found."
+
+
+def _import_transformers():
+    """``import transformers`` without its one advisory line ``[transformers] PyTorch was not found.
+    Models won't be available ...``, which it logs on import wherever torch is not installed (ofa-jax
+    uses only its tokenizer, so every command would print it). A logging filter on the
+    ``transformers`` logger drops records with exactly that text while the import runs; every other
+    record, and any import error, passes as it is."""
+    import logging
+
+    class _DropNoTorchAdvice(logging.Filter):
+        def filter(self, record):
+            return not str(record.msg).startswith(_NO_TORCH_ADVICE)
+
+    logger, drop = logging.getLogger("transformers"), _DropNoTorchAdvice()
+    logger.addFilter(drop)
+    try:
+        import transformers
+    finally:
+        logger.removeFilter(drop)
+    return transformers
+
+
 def _make_wordpiece(vocab: dict[str, int]):
     """The WordPiece model of a transformers ``BertTokenizer`` over ``vocab``.
 
     transformers 5.x: the vocabulary must be given as ``vocab=`` (a dict); ``vocab_file=`` is silently
     ignored there and yields a 5-token vocabulary.
     """
-    import transformers
+    transformers = _import_transformers()
     from transformers import BertTokenizer
 
     if int(transformers.__version__.split(".")[0]) < 5:

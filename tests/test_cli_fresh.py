@@ -91,6 +91,24 @@ def test_non_square_export_is_refused_before_writing(env, tmp_path):
     assert not out.exists()
 
 
+# ---------------------------------------------------------------------------------------------- decode
+
+
+@needs_shipped
+def test_decode_reads_the_example_without_noise(env, hide_torch):
+    """``python -m ofa_jax.decode`` on a machine without torch: the text on stdout, and on stderr only
+    the line naming the model (transformers' "PyTorch was not found" advice is not ours to print)."""
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [hide_torch, env.get("PYTHONPATH")]))}
+    p = run("python -m ofa_jax.decode --views id examples/line_0.png", env)
+    assert p.returncode == 0, p.stderr
+    labels = dict(line.split("\t", 1) for line in open(os.path.join(ROOT, "examples", "labels.tsv"),
+                                                         encoding="utf-8").read().splitlines())
+    path, text = p.stdout.rstrip("\n").split("\t")
+    assert path == "examples/line_0.png" and normalize_benchmark(text) == normalize_benchmark(labels["line_0.png"])
+    stderr = [line for line in p.stderr.splitlines() if line.strip()]
+    assert not any("[transformers]" in line or "PyTorch was not found" in line for line in stderr), p.stderr
+
+
 # ---------------------------------------------------------------------------------------------- train --export
 
 
