@@ -264,4 +264,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ofa_jax.cli import run
+
+    run(main)

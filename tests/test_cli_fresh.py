@@ -91,6 +91,15 @@ def test_non_square_export_is_refused_before_writing(env, tmp_path):
     assert not out.exists()
 
 
+def test_print_table_into_a_reader_that_stops_early(env):
+    """``--print-table base | head``: the table (110 kB) outruns the pipe; the command ends quietly."""
+    p = subprocess.run(["bash", "-o", "pipefail", "-c", f"{shlex.quote(sys.executable)} -m tools.convert_weights "
+                        "--print-table base | head -n 2"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert len(p.stdout.splitlines()) == 2
+
+
 # ---------------------------------------------------------------------------------------------- decode
 
 
