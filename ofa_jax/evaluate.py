@@ -4,8 +4,9 @@ Line-level OCR evaluation: decodes every line of one or more datasets and prints
 dataset (one row each, like the OFA-OCR paper's Scene / Web / Document / Handwriting table).
 
 SPEC is ``tfds:NAME/CONFIG`` (a prepared TFDS dataset, e.g. ``tfds:ocr_fudanvi_zh/scene``),
-``lmdb:PATH`` (a FudanVI-layout LMDB, or a folder of ``*_SPLIT`` LMDBs) or ``folder:PATH`` (images +
-``labels.jsonl``/``labels.tsv``, or OFA-Sys ``SPLIT.tsv`` files). Prefix it with ``LABEL=`` to name
+``lmdb:PATH`` (a FudanVI-layout LMDB, or a folder of ``*_SPLIT`` LMDBs), ``folder:PATH`` (images +
+``labels.jsonl``/``labels.tsv``, or OFA-Sys ``SPLIT.tsv`` files) or ``render:SPEC`` (synthetic lines
+drawn as they are read, e.g. ``render:mixed,max_chars=12``). Prefix it with ``LABEL=`` to name
 its table row (``--data scene=lmdb:benchmark/scene``).
 
 ACC is the exact-line accuracy and NED is 1 - mean(lev(pred, gt) / max(|pred|, |gt|)), both after a
@@ -171,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="ofa-jax model dir (default: the model shipped with ofa-jax)")
     ap.add_argument("--data", action="append", required=True, metavar="[LABEL=]SPEC",
-                    help="tfds:NAME/CONFIG, lmdb:PATH or folder:PATH; repeat for several datasets")
-    ap.add_argument("--split", default="test", help="split to evaluate (default: test)")
+                    help="tfds:NAME/CONFIG, lmdb:PATH, folder:PATH or render:SPEC (synthetic lines drawn as "
+                         "they are read, e.g. render:mixed,max_chars=12); repeat for several datasets")
+    ap.add_argument("--split", default="test", help="split to evaluate: train, val or test (default: test)")
     ap.add_argument("--data-dir", help="TFDS data dir (default: TFDS's, $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     ap.add_argument("--normalization", choices=["benchmark", "ofa"], default=DEFAULT_NORMALIZATION,
                     help="text normalisation before scoring (default: benchmark)")

@@ -118,6 +118,55 @@ def test_decode_reads_the_example_without_noise(env, hide_torch):
     assert not any("[transformers]" in line or "PyTorch was not found" in line for line in stderr), p.stderr
 
 
+# ---------------------------------------------------------------------------------------------- evaluate, data
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """path/to/folder: one unsplit set of two example lines (labels.tsv)."""
+    d = tmp_path / "folder"
+    d.mkdir()
+    names = ["line_0.png", "line_5.png"]
+    labels = dict(line.split("\t", 1) for line in open(os.path.join(ROOT, "examples", "labels.tsv"),
+                                                         encoding="utf-8").read().splitlines())
+    for n in names:
+        (d / n).write_bytes(open(os.path.join(ROOT, "examples", n), "rb").read())
+    (d / "labels.tsv").write_text("".join(f"{n}\t{labels[n]}\n" for n in names), encoding="utf-8")
+    return d
+
+
+def test_evaluate_bogus_split_of_an_unsplit_folder_is_one_line(env, folder):
+    err = one_error_line(run(f"python -m ofa_jax.evaluate --data mine=folder:{folder} --split bogus", env))
+    assert "'bogus'" in err and "train, val or test" in err
+
+
+@needs_shipped
+def test_evaluate_a_folder(env, folder):
+    p = run(f"python -m ofa_jax.evaluate --data mine=folder:{folder} --split test --views id --json", env)
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout.splitlines()[-1])
+    assert result["n"] == 2 and result["unreadable"] == 0 and result["data"] == "mine"
+
+
+def test_data_build_a_folder(env, folder):
+    p = run(f"python -m ofa_jax.data.build ocr_folder --folder {folder} --name mydata", env)
+    assert p.returncode == 0, p.stderr
+    built = json.loads(p.stdout.splitlines()[-1])
+    assert built["dataset"] == "ocr_folder/mydata" and built["splits"] == {"train": 2}
+
+
+# ---------------------------------------------------------------------------------------------- --help
+
+
+@pytest.mark.parametrize("module", ["ofa_jax.decode", "ofa_jax.evaluate", "ofa_jax.data.build", "tools.convert_weights"])
+def test_help(env, module):
+    p = run(f"python -m {module} --help", env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"usage: python -m {module} "), p.stdout[:200]
+    if module == "ofa_jax.evaluate":
+        assert "render:" in p.stdout
+
+
 # ---------------------------------------------------------------------------------------------- train --export
 
 

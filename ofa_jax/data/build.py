@@ -19,7 +19,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m ofa_jax.data.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", help="ocr_fudanvi_zh/CONFIG, ocr_synthetic_zh/CONFIG or ocr_folder")
     ap.add_argument("--data_dir", default=None)
     ap.add_argument("--manual_dir", default=None, help="FudanVI LMDB root (or the ocr_folder data)")

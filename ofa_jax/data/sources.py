@@ -81,7 +81,7 @@ def load_eval_source(spec: str, split: str = "test", data_dir: str | os.PathLike
     rendered on access: `ofa_jax.data.builders.synthetic.RenderedSynthetic`) into a record source."""
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise ValueError(f"data spec {spec!r}: expected tfds:NAME/CONFIG, lmdb:PATH or folder:PATH")
+        raise ValueError(f"data spec {spec!r}: expected tfds:NAME/CONFIG, lmdb:PATH, folder:PATH or render:SPEC")
     if kind == "tfds":
         return TfdsSource(rest, split, data_dir)
     if kind == "render":
@@ -91,12 +91,15 @@ def load_eval_source(spec: str, split: str = "test", data_dir: str | os.PathLike
     if kind == "lmdb":
         return FudanLmdb(_lmdb_split_dir(Path(rest), split))
     if kind == "folder":
-        from ofa_jax.data.builders.folder import find_folder_splits
+        from ofa_jax.data.builders.folder import SPLITS as FOLDER_SPLITS, find_folder_splits
 
         splits = find_folder_splits(rest)
         if split not in splits:
-            if len(splits) == 1:  # a single unsplit folder/TSV: that is the data whatever the split
-                (loc,) = splits.values()
+            if len(splits) == 1 and split in FOLDER_SPLITS:  # a single unsplit folder/TSV: that is the data
+                (loc,) = splits.values()                    # whichever of the three splits is asked for
+            elif len(splits) == 1:
+                raise KeyError(f"folder:{rest} has no split {split!r} (it is one unsplit set: --split "
+                               f"{', '.join(FOLDER_SPLITS[:-1])} or {FOLDER_SPLITS[-1]} reads all of it)")
             else:
                 raise KeyError(f"folder:{rest} has splits {sorted(splits)}, not {split!r}")
         else:
