@@ -1095,7 +1095,15 @@ def main(argv=None):
                                         **{f"val/{k}": v for k, v in out["val"].items()}}}))
         return 0
 
-    app.run(run, argv=argv)
+    args = sys.argv if argv is None else argv
+    try:
+        app.run(run, argv=args)
+    except SystemExit as e:  # absl exits 1 after printing the help --help/--helpfull asked for
+        helps = {"?", "help", "helpshort", "helpfull", "helpxml"}
+        flags_given = args[1:args.index("--")] if "--" in args else args[1:]
+        if e.code == 1 and any(a.startswith("-") and a.lstrip("-") in helps for a in flags_given):
+            sys.exit(0)
+        raise
 
 
 if __name__ == "__main__":
