@@ -118,3 +118,15 @@ def test_modelscope_serving_section():
     assert block.strip().startswith("python -m tools.convert_weights --to-pytorch models/mine ")
     assert "pipeline(Tasks.ocr_recognition" in section and "--allow-non-square" in section
     assert "OfaForAllTasks" in section and "tools/reference/check_stock_pipeline.py" in section
+
+
+def test_examples_lead_with_the_shipped_model():
+    """A newcomer has the shipped model, not models/ofa-ocr-base: the first decode command and the
+    first Python call use it (no --model, no path); converted checkpoints come after."""
+    text = open(README, encoding="utf-8").read()
+    section = text.split("## Recognise text\n", 1)[1].split("\n## ", 1)[0]
+    decodes = [c for c in readme_commands() if c.startswith("python -m ofa_jax.decode") and c in section]
+    assert decodes and "--model" not in decodes[0]
+    assert any("--model models/ofa-ocr-base" in c for c in decodes[1:])
+    (python,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert re.findall(r"from_pretrained\((.*?)\)", python)[0] == ""

@@ -93,8 +93,7 @@ def test_readme_commands_run_as_written(scratch):
     right = sum(normalize_benchmark(decoded[os.path.join("examples", n)]) == normalize_benchmark(t)
                 for n, t in labels.items())
     assert right >= len(labels) - 1, outputs[first]
-    js = outputs["python -m ofa_jax.decode --model models/ofa-ocr-base --json --beam 5 --max-len 64 "
-                 "--batch-size 16 images/"].splitlines()
+    js = outputs["python -m ofa_jax.decode --json --beam 5 --max-len 64 --batch-size 16 images/"].splitlines()
     assert len(js) == 3 and all("text" in json.loads(line) for line in js)
     assert (scratch / "out" / "ms-dir" / "model.safetensors").exists()
     assert (scratch / "models" / "mine" / "params.safetensors").exists()
