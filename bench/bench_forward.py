@@ -180,7 +180,7 @@ def main():
             print(json.dumps(check_bf16(preset)))
         return
 
-    from bench.flops import forward_flops
+    from ofa_jax.flops import forward_flops
     from ofa_jax.config import PRESETS
     rows = []
     for preset in args.presets:

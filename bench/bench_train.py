@@ -9,7 +9,7 @@ both sides (running statistics; OFA's fine-tuning default), dropout 0.1. One ste
 CE (eps 0.1) over non-pad tokens, backward, global-norm clip 1.0, AdamW (lr 5e-5, wd 0.01). Each
 (implementation, preset) runs in its own process so its peak RSS is its own; the median of
 ``--repeats`` timed steps after one warm-up step is reported (JAX compile time separately).
-Achieved GFLOP/s counts 3x the analytic forward FLOPs of bench/flops.py (forward + backward; the
+Achieved GFLOP/s counts 3x the analytic forward FLOPs of ofa_jax/flops.py (forward + backward; the
 recomputation of ``--remat`` is not counted: it is the price of the memory saved).
 ``--remat`` is ofa-jax's gradient checkpointing (``config.model.remat``); ``--grad-accum K`` runs the
 batch of 8 as K sequential micro-batches (``config.grad_accum_steps``: the same gradient, activations
@@ -222,7 +222,7 @@ def main():
             print(json.dumps(worker_torch(args.preset, args.repeats, args.freeze)))
         return
 
-    from bench.flops import forward_flops
+    from ofa_jax.flops import forward_flops
     from ofa_jax.config import PRESETS
     rows = []
     for preset in args.presets:

@@ -213,6 +213,7 @@ def beam_search(model: OFA, variables, images, src_tokens, gen: GenerationConfig
     return BeamOutput(tokens=out_tokens, lengths=lengths, scores=_take(s.fin_scores, order), positional_scores=pos)
 
 
-def make_generate_fn(model: OFA, gen: GenerationConfig, **ids):
-    """jit-compiled ``fn(variables, images, src_tokens) -> BeamOutput`` (shapes are static per call)."""
-    return jax.jit(functools.partial(beam_search, model, gen=gen, **ids), compiler_options=compiler_options())
+def make_generate_fn(model: OFA, gen: GenerationConfig, backend=None, **ids):
+    """jit-compiled ``fn(variables, images, src_tokens) -> BeamOutput`` (shapes are static per call).
+    ``backend``: the platform it is compiled for, when not this process's (``ofa_jax.aot``)."""
+    return jax.jit(functools.partial(beam_search, model, gen=gen, **ids), compiler_options=compiler_options(backend))

@@ -1,4 +1,7 @@
-"""Analytic forward FLOPs of OFA (2 FLOPs per multiply-add; matmuls and convolutions only)."""
+"""Analytic FLOPs of OFA (2 FLOPs per multiply-add; matmuls and convolutions only).
+
+The numerator of MFU in the benchmarks and in ``ofa_jax.aot``: model FLOPs, counted once (no
+recomputation from remat, no padding), as is usual for MFU."""
 from __future__ import annotations
 
 import math
@@ -30,16 +33,47 @@ def resnet_flops(cfg: OFAConfig, h: int, w: int) -> float:
     return total
 
 
-def forward_flops(cfg: OFAConfig, image: int = 480, src_len: int = 12, tgt_len: int = 32) -> dict:
-    d, V = cfg.d_model, cfg.vocab_size
-    g = math.ceil(image / 16)
-    n_img = g * g
+def _hw(image):
+    return (image, image) if isinstance(image, int) else tuple(image)
+
+
+def encoder_flops(cfg: OFAConfig, image=480, src_len: int = 12) -> dict:
+    """ResNet + transformer encoder for one image (``image``: side or (H, W)); ``L`` its sequence length."""
+    d = cfg.d_model
+    h, w = _hw(image)
+    n_img = math.ceil(h / 16) * math.ceil(w / 16)
     L = n_img + src_len
-    res = resnet_flops(cfg, image, image)
+    res = resnet_flops(cfg, h, w)
     enc = 2.0 * n_img * 1024 * d  # image_proj
     enc += 2 * 2.0 * L * d * d + 2.0 * L * L * d  # absolute position bias (computed once)
     per_layer = 4 * 2.0 * L * d * d + 2 * 2.0 * L * L * d + 2 * 2.0 * L * d * cfg.encoder_ffn_dim
     enc += cfg.encoder_layers * per_layer
+    return {"resnet": res, "encoder": enc, "L": L}
+
+
+def decode_flops(cfg: OFAConfig, image=480, src_len: int = 12, beam: int = 5, steps: int = 64) -> dict:
+    """Beam search for one image: the encoder once, cross-attention K/V once, then ``steps`` decoder
+    steps for ``beam`` hypotheses (self-attention over the whole cache length, as the cached step
+    computes it) and their logits."""
+    d, V = cfg.d_model, cfg.vocab_size
+    e = encoder_flops(cfg, image, src_len)
+    L = e["L"]
+    cross_kv = cfg.decoder_layers * 2 * 2.0 * L * d * d
+    per_layer = (4 * 2.0 * d * d + 2 * 2.0 * steps * d     # self-attention against the cache
+                 + 2 * 2.0 * d * d + 2 * 2.0 * L * d      # cross-attention (q, out; scores, values)
+                 + 2 * 2.0 * d * cfg.decoder_ffn_dim)
+    step = beam * (cfg.decoder_layers * per_layer + 2.0 * d * V)
+    dec = cross_kv + steps * step
+    return {"resnet": e["resnet"], "encoder": e["encoder"], "decoder": dec,
+            "total": e["resnet"] + e["encoder"] + dec}
+
+
+def forward_flops(cfg: OFAConfig, image=480, src_len: int = 12, tgt_len: int = 32) -> dict:
+    """Teacher-forced forward for one line (``image``: side or (H, W))."""
+    d, V = cfg.d_model, cfg.vocab_size
+    e = encoder_flops(cfg, image, src_len)
+    L = e["L"]
+    res, enc = e["resnet"], e["encoder"]
     T = tgt_len
     dec = 2 * 2.0 * T * d * d + 2.0 * T * T * d + 2.0 * T * d * d + 2.0 * L * d * d + 2.0 * T * L * d  # biases
     per_layer = (4 * 2.0 * T * d * d + 2 * 2.0 * T * T * d  # self-attention

@@ -514,7 +514,7 @@ class _StepParts:
         return new_state, metrics
 
 
-def accum_loop(cfg) -> str:
+def accum_loop(cfg, backend: Optional[str] = None) -> str:
     """How the micro-batches of ``cfg.grad_accum_steps`` run: "host", "unroll" or "scan".
 
     "auto" is "host" on CPU: XLA:CPU runs convolutions inside a scan's loop body 5-12x slower than
@@ -526,17 +526,19 @@ def accum_loop(cfg) -> str:
     if loop not in ("auto", "host", "scan", "unroll"):
         raise ConfigError(f"grad_accum_loop must be auto, host, scan or unroll, got {loop!r}")
     if loop == "auto":
-        return "host" if jax.default_backend() == "cpu" else "scan"
+        return "host" if (backend or jax.default_backend()) == "cpu" else "scan"
     return loop
 
 
-def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut):
+def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, backend: Optional[str] = None):
     """``step(state, batch, base_rng) -> (state, metrics)`` (pure; jit it with shardings).
 
     Its micro-batches run unrolled when `accum_loop` says "unroll" or "host" (use
-    `make_host_accum_step` for the latter's one-micro-batch programs), else in a ``lax.scan``."""
+    `make_host_accum_step` for the latter's one-micro-batch programs), else in a ``lax.scan``.
+    ``backend``: the platform the step is compiled for (default: this process's; ``ofa_jax.aot``
+    compiles for a TPU from a CPU host)."""
     p = _StepParts(model, tx, cfg, src_tokens, lut)
-    unroll = accum_loop(cfg) in ("unroll", "host")
+    unroll = accum_loop(cfg, backend) in ("unroll", "host")
 
     def step(state: TrainState, batch, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)
@@ -743,11 +745,14 @@ class Setup:
     freeze: Optional[str] = None  # what optim.freeze froze, one line (check_freeze)
 
 
-def build(cfg, train_len: Optional[int]) -> Setup:
+def build(cfg, train_len: Optional[int], devices=None) -> Setup:
+    """Model, mesh, optimizer and the abstract (sharded) train state, without allocating anything.
+    ``devices``: the mesh's devices (default: this process's ``jax.devices()``; ``ofa_jax.aot`` passes
+    the abstract devices of a TPU topology)."""
     mcfg = model_config(cfg)
     model = OFA(mcfg, dtype=compute_dtype(cfg.model.dtype), frozen_bn=not cfg.model.train_bn,
                 remat=cfg.model.get("remat", "none"))
-    devices = jax.devices()
+    devices = list(jax.devices() if devices is None else devices)
     if cfg.mesh.get("num_devices"):
         devices = devices[:int(cfg.mesh.num_devices)]
     mesh = partitioning.make_mesh({k: int(v) for k, v in cfg.mesh.items() if k != "num_devices"}, devices)

@@ -9,6 +9,7 @@ and a jaxlib that does not know the option (older or newer) is probed once and l
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,8 @@ def _accepted(backend: str) -> bool:
         return False
 
 
-def compiler_options() -> dict[str, str]:
-    """Options for the default backend ({} where there is nothing to set)."""
-    return dict(_CPU) if _accepted(jax.default_backend()) else {}
+def compiler_options(backend: Optional[str] = None) -> dict[str, str]:
+    """Options for programs compiled for ``backend`` (default: this process's default backend); {}
+    where there is nothing to set. Pass the target platform when it is not this process's (a TPU
+    program compiled ahead of time on a CPU host): CPU options must not reach a TPU/GPU compiler."""
+    return dict(_CPU) if _accepted(backend or jax.default_backend()) else {}

@@ -4,6 +4,9 @@ import shutil
 import sys
 import tempfile
 
+# CPU only, also where libtpu is installed (CI installs it for tests/test_aot.py, which compiles for
+# TPU topologies without a TPU): otherwise every JAX process probes for a TPU and logs warnings.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # 8 fake CPU devices for the sharding tests; must be set before JAX is imported anywhere.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # One persistent compilation cache for this session, inherited by the training subprocesses: a killed

@@ -1,0 +1,95 @@
+"""python -m ofa_jax.aot: the train step and decoding compiled for a TPU topology on this CPU host.
+
+Runs the command as the README writes it, in a fresh process. Needs libtpu (CI installs it; see
+.ci/run); without it the tool's own one-line error is checked instead.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_LIBTPU = importlib.util.find_spec("libtpu") is not None
+needs_libtpu = pytest.mark.skipif(not HAVE_LIBTPU, reason='needs libtpu: pip install "jax[tpu]"')
+
+
+def _aot(*args, timeout=900):
+    env = dict(os.environ)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile for real: the tool reports compile time
+    return subprocess.run([sys.executable, "-m", "ofa_jax.aot", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@needs_libtpu
+def test_micro_train_step_and_decode_compile_for_v5e_2x2():
+    r = _aot("--topology", "v5e:2x2", "--config", "configs/ocr_cpu_synthetic.py", "--config.mesh.data=2",
+             "--config.mesh.fsdp=2", "--config.batch_size=8", "--config.model.dtype=bfloat16",
+             "--decode", "micro", "--image_size", "96", "--batch", "8", "--beam", "2", "--max_len", "8", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    train, dec = [json.loads(line) for line in r.stdout.splitlines()]
+    assert train["program"] == "train step" and dec["program"] == "decode"
+    for rep in (train, dec):
+        assert rep["chips"] == 4 and rep["chip"]["kind"] == "TPU v5 lite"
+        m = rep["memory"]
+        assert m["total"] == m["arguments"] + m["outputs"] - m["aliased"] + m["temporaries"]
+        assert 0 < m["total"] < rep["chip"]["hbm"] and rep["fits"]
+        assert rep["xla_flops"] > 0 and rep["bytes_accessed"] > 0 and rep["model_flops"] > 0
+        assert 0 < rep["hbm_bytes"] < rep["bytes_accessed"]
+        assert rep["compile_s"] > 0
+        roof = rep["roofline"]
+        assert roof["floor_s"] == pytest.approx(max(roof["compute_s"], roof["memory_s"]))
+        assert 0 < roof["mfu_bound"] <= 1
+    assert train["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
+    # Per chip the arguments hold float32 parameters and two Adam moments, each sharded over fsdp=2
+    # or replicated, plus the batch: between half and all of 12 bytes per parameter.
+    import jax
+    import numpy as np
+    from ofa_jax.config import get_config
+    from ofa_jax.model import abstract_variables
+
+    n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(abstract_variables(get_config("micro"))["params"]))
+    assert 12 * n / 2 <= train["memory"]["arguments"] <= 12 * n * 1.02 + 8 * 96 * 96 * 3 + 2**20
+    # Donation: the new state reuses the old state's buffers.
+    assert train["memory"]["aliased"] > 0.9 * (train["memory"]["arguments"] - 8 * 96 * 96 * 3 / 4)
+
+
+@needs_libtpu
+def test_bad_topology_and_mesh_are_one_line_errors():
+    r = _aot("--topology", "v5e:3x3", "--decode", "micro", timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: topology 'v5e:3x3'")
+    assert "Traceback" not in r.stderr
+    r = _aot("--topology", "v5e:2x2", "--decode", "micro", "--decode_mesh", "data=3", timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: mesh"), r.stderr
+
+
+def test_cpu_compiler_options_do_not_reach_other_platforms():
+    from ofa_jax.xla_options import compiler_options
+
+    assert compiler_options("tpu") == {} and compiler_options("gpu") == {}
+
+
+def test_hbm_traffic_counts_fusion_boundaries_not_their_insides():
+    """Thirty elementwise ops over a 4 MB array, fused: the count follows the fusions' operands and
+    results (XLA:CPU makes three fusions here, and its own cost analysis counts the same way), not
+    the 30 x 8 MB the ops inside them would touch one by one."""
+    import jax
+    import jax.numpy as jnp
+
+    from ofa_jax.aot import heaviest_ops
+
+    def f(x):
+        for i in range(10):
+            x = jnp.sin(x) * (i + 1.0) + x
+        return x.sum()
+
+    compiled = jax.jit(f).lower(jax.ShapeDtypeStruct((1024, 1024), jnp.float32)).compile()
+    rows = heaviest_ops(compiled, None)
+    total = sum(r["bytes"] for r in rows)
+    assert total == pytest.approx(compiled.cost_analysis()["bytes accessed"], rel=0.05), rows
+    assert 4 * 2**20 <= total <= 10 * 4 * 2**20
+    assert rows[0]["bytes"] >= 4 * 2**20 and rows[0]["source"].startswith("jit(f)/")
