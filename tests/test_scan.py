@@ -8,6 +8,7 @@ within the scanned form, remat is compared with all of them on (the same masks i
 """
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -225,14 +226,29 @@ def test_remat_with_scan_same_loss_and_grads(frozen_bn, modes):
         _assert_same_tree(stats, ref_stats, exact=False, rtol=1e-6)
 
 
-def test_remat_layers_with_scan_same_grads(variables):
-    """The fast subset of the slow test above: remat "layers" with dropout on in the transformer."""
-    cfg = CFG.replace(dropout=0.1, attention_dropout=0.1, encoder_drop_path_rate=0.2, decoder_drop_path_rate=0.2)
-    v = stack_layers(variables, cfg)
-    ref_loss, ref_grads, _ = _loss_and_grads(cfg, True, "none", True, v)
-    loss, grads, _ = _loss_and_grads(cfg, True, "layers", True, v)
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
-    _assert_grads_close(grads, ref_grads, "layers")
+@pytest.mark.parametrize("mode,remat_scans", [("none", 0), ("layers", 2), ("full", 5)])
+def test_remat_checkpoints_every_scan_body(mode, remat_scans):
+    """Tracing only (the numbers: the slow test above): "layers" checkpoints the bodies of the encoder and
+    decoder scans, "full" also those of the three ResNet stages."""
+    abstract = nn.meta.unbox(jax.eval_shape(lambda: init_params(CFG, scan=True)))
+    images, src = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32), jax.ShapeDtypeStruct((1, 4), jnp.int32)
+    fn = lambda v, i, s: OFA(CFG, scan=True, remat=mode).apply(v, i, s, s, train=True,
+                                                                rngs={"dropout": jax.random.PRNGKey(0)})
+    scans = []
+
+    def has_remat(jaxpr):
+        return any(e.primitive.name.startswith(("remat", "checkpoint")) or any(map(has_remat, jax.extend.core.jaxprs_in_params(e.params)))
+                   for e in jaxpr.eqns)
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                scans.append(has_remat(eqn.params["jaxpr"].jaxpr))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(abstract, images, src).jaxpr)
+    assert len(scans) == 5 and sum(scans) == remat_scans
 
 
 def test_beam_search_matches_unrolled():
