@@ -13,6 +13,8 @@ def base() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"         # compute dtype; "bfloat16" keeps float32 parameters and optimizer state
     c.model.train_bn = False          # False: BatchNorm uses its running statistics (OFA fine-tuning default)
     c.model.remat = "none"            # gradient checkpointing: "none", "layers" (transformer layers), "full" (+ ResNet blocks)
+    c.model.scan = False              # True: layer stacks as nn.scan (compile time flat in depth; for TPU/GPU).
+                                      # Checkpoints of such a run hold stacked parameters; exports do not.
 
     c.init = ml_collections.ConfigDict()
     c.init.model_dir = ""             # ofa-jax model dir to start from ("" = random init of model.preset)

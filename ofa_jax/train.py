@@ -750,15 +750,16 @@ def build(cfg, train_len: Optional[int], devices=None) -> Setup:
     ``devices``: the mesh's devices (default: this process's ``jax.devices()``; ``ofa_jax.aot`` passes
     the abstract devices of a TPU topology)."""
     mcfg = model_config(cfg)
+    scan = bool(cfg.model.get("scan", False))
     model = OFA(mcfg, dtype=compute_dtype(cfg.model.dtype), frozen_bn=not cfg.model.train_bn,
-                remat=cfg.model.get("remat", "none"))
+                remat=cfg.model.get("remat", "none"), scan=scan)
     devices = list(jax.devices() if devices is None else devices)
     if cfg.mesh.get("num_devices"):
         devices = devices[:int(cfg.mesh.num_devices)]
     mesh = partitioning.make_mesh({k: int(v) for k, v in cfg.mesh.items() if k != "num_devices"}, devices)
     total = resolve_total_steps(cfg, train_len)
     tx, schedule = make_optimizer(cfg, total)
-    boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.PRNGKey(0), image_hw(input_size(cfg))))
+    boxed = jax.eval_shape(lambda: init_params(mcfg, jax.random.PRNGKey(0), image_hw(input_size(cfg)), scan=scan))
     var_shardings = nn.meta.unbox(partitioning.variable_shardings(boxed, mesh))
     abstract_vars = nn.meta.unbox(boxed)
     freeze = check_freeze(cfg, abstract_vars["params"])  # a pattern that cannot work fails here, before compiling
@@ -787,6 +788,10 @@ def initial_state(cfg, s: Setup, log) -> TrainState:
         md = load_model_dir(cfg.init.model_dir)
         log(f"init: parameters from model dir {cfg.init.model_dir}")
         loaded = {"params": md.variables["params"], "batch_stats": md.variables.get("batch_stats", {})}
+        if s.model.scan:  # model dirs keep the per-layer layout; the scanned model stacks it
+            from ofa_jax.layout import stack_layers
+
+            loaded = stack_layers(loaded, s.mcfg)
         want = {"params": s.abstract_state.params, "batch_stats": s.abstract_state.batch_stats}
         try:
             jax.tree.map(lambda a, b: None, want, loaded)
@@ -806,7 +811,7 @@ def initial_state(cfg, s: Setup, log) -> TrainState:
         log(f"init: random {cfg.model.preset} parameters (seed {cfg.seed})")
 
         def init_vars(rng):
-            return nn.meta.unbox(init_params(s.mcfg, rng, size))
+            return nn.meta.unbox(init_params(s.mcfg, rng, size, scan=s.model.scan))
 
         shard = {"params": s.state_shardings.params, "batch_stats": s.state_shardings.batch_stats}
         v = jax.jit(init_vars, out_shardings=shard)(jax.random.PRNGKey(cfg.seed))
@@ -1020,6 +1025,10 @@ def export(cfg, workdir: str, out: str, which: str = "best", dtype: str = "float
     state, _ = ckpt.restore(step, s.abstract_state, data=False)
     ckpt.close()
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    if s.model.scan:  # a model dir has the per-layer layout whatever form trained it
+        from ofa_jax.layout import unstack_layers
+
+        variables = unstack_layers(variables, s.mcfg)
     vocab = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "vocab_zh.txt")
     extras, generation = {}, {}
     if cfg.init.model_dir:  # keep what the init model dir had (unused image-code weights, generation defaults)
