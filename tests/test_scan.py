@@ -153,13 +153,18 @@ def test_traced_drop_path_rate_is_the_static_one():
 # ---- numbers -------------------------------------------------------------------------------------
 
 def test_forward_matches_unrolled(variables):
-    """Deterministic and train mode (no rng consumers: dropout rates 0) within 1e-5."""
+    """Deterministic and train mode (no rng consumers: dropout rates 0) within 1e-5; and with one
+    relative-position table shared by all layers (``share_attn_bias``: built once, broadcast)."""
     images, src, prev, _ = _batch()
     stacked = stack_layers(variables, CFG)
     for cfg, train in ((CFG.replace(**DROPS), False), (CFG.replace(dropout=0.0), True)):
         fn = lambda scan, v: jax.jit(lambda v: OFA(cfg, scan=scan).apply(v, images, src, prev, train=train))(v)
         ref, got = fn(False, variables), fn(True, stacked)
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0, err_msg=f"train={train}")
+    shared = CFG.replace(share_attn_bias=True)
+    v = _random_variables(shared, 2)
+    fn = lambda scan, v: jax.jit(lambda v: OFA(shared, scan=scan).apply(v, images, src, prev))(v)
+    np.testing.assert_allclose(fn(True, stack_layers(v, shared)), fn(False, v), atol=1e-5, rtol=0)
 
 
 def test_train_mode_draws_masks_in_the_scan():
