@@ -24,8 +24,9 @@ train step it is ~10x the traffic between fusions).
 What the roofline leaves out: inter-chip communication (all-gathers of FSDP, gradient reductions),
 host input, and XLA's own inefficiency; it is a floor on the step time, not a prediction. XLA's
 cost analysis counts a loop body once (a ``scan`` over layers or micro-batches, the beam-search
-``while_loop``): the FLOPs shown for such programs are per iteration, which is why MFU uses the
-analytic count.
+``while_loop``): its FLOPs for such programs are per iteration, which is why MFU uses the analytic
+count; the HBM traffic counts loops with a known trip count (scans) that many times, and the
+beam search's data-dependent loop once (one decode step).
 """
 from __future__ import annotations
 
@@ -199,33 +200,44 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16
                 "f32": 4, "s64": 8, "u64": 8, "f64": 8}
 
 
-def _shape_bytes(text: str) -> int:
-    """Bytes of every array shape written in ``text`` (``bf16[64,30,30,1024]{...}``)."""
+def _arrays(text: str) -> list[tuple[int, bool]]:
+    """(bytes, in HBM?) of every array shape written in ``text`` (``bf16[64,30,30,1024]{3,2,1,0:T(8,128)}``).
+    A layout with a memory space ``S(n)`` (TPU: 1 = on-chip vector memory, others sync flags) is not HBM."""
     import re
 
-    total = 0
-    for dtype, dims in re.findall(r"\b(pred|[subf]\d+|bf16)\[([\d,]*)\]", text):
+    out = []
+    for dtype, dims, layout in re.findall(r"\b(pred|[subf]\d+|bf16)\[([\d,]*)\](\{[^}]*\})?", text):
         n = 1
         for d in filter(None, dims.split(",")):
             n *= int(d)
-        total += n * _DTYPE_BYTES.get(dtype, 4)
-    return total
+        out.append((n * _DTYPE_BYTES.get(dtype, 4), "S(" not in (layout or "")))
+    return out
+
+
+def _shape_bytes(text: str, hbm_only: bool = False) -> int:
+    return sum(b for b, hbm in _arrays(text) if hbm or not hbm_only)
 
 
 def heaviest_ops(compiled, top: Optional[int] = 15) -> list[dict]:
     """Where the HBM traffic goes: the ops of the compiled program (fusions, convolutions, copies,
-    collectives; not the insides of fusions, which stay on chip) ranked by the bytes of their
-    operands and result, with the JAX source op that made each (HLO metadata ``op_name``).
-    Loop bodies count once, like XLA's cost analysis."""
+    collectives; not the insides of fusions, which stay on chip) ranked by the HBM bytes they read
+    and write, with the JAX source op that made each (HLO metadata ``op_name``).
+
+    An op's traffic is its operands and results that live in HBM (on TPU, arrays XLA placed in
+    on-chip memory carry a memory space ``S(1)`` in their layout and do not count); an asynchronous
+    copy or slice (``copy-start``, ``slice-start``) moves its smallest array once into on-chip
+    memory (twice if both ends are in HBM). Loop bodies count once, like XLA's cost analysis."""
     return ops_by_bytes(compiled.as_text())[:top]
 
 
 def ops_by_bytes(hlo_text: str) -> list[dict]:
-    """`heaviest_ops` on the text of an optimized HLO module (all ops, heaviest first)."""
+    """`heaviest_ops` on the text of an optimized HLO module (all ops, heaviest first). Ops inside a
+    loop with a known trip count (a ``scan`` over layers or micro-batches) count that many times."""
     import re
 
     define = re.compile(r"^\s*(?:ROOT )?(%[\w.\-]+) = (.*)$")
     shapes, fused, lines, comp = {}, set(), [], None
+    loops = []  # (computation holding the while, its body, trip count)
     for line in hlo_text.splitlines():
         fused.update(re.findall(r"calls=(%[\w.\-]+)", line))
         head = re.match(r"^(?:ENTRY )?(%[\w.\-]+) .*\{\s*$", line)
@@ -238,6 +250,15 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
             op = re.search(r"(?:^|[\s)}])([a-z][\w\-]*)\(", rhs)
             shapes[name] = rhs[:op.start(1)] if op else rhs
             lines.append((comp, name, rhs, op.group(1) if op else "?"))
+            if op and op.group(1) == "while":
+                body = re.search(r"body=(%[\w.\-]+)", rhs)
+                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rhs)
+                if body:
+                    loops.append((comp, body.group(1), int(trips.group(1)) if trips else 1))
+    mult = {}
+    for _ in range(8):  # nested loops: propagate multipliers outward-in
+        for parent, body, n in loops:
+            mult[body] = mult.get(parent, 1) * n
     rows = []
     skip = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "conditional", "call",
             "after-all", "partition-id", "replica-id", "copy-done", "slice-done", "all-gather-done",
@@ -246,11 +267,16 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
         if comp in fused or kind in skip:
             continue
         args = rhs[len(shapes[name]):].split(", metadata=")[0]
-        operands = re.findall(r"(%[\w.\-]+)", re.sub(r"(calls|to_apply|condition|body)=%[\w.\-]+", "", args))
-        nbytes = _shape_bytes(shapes[name]) + sum(_shape_bytes(shapes.get(o, "")) for o in operands)
+        if kind.endswith("-start") and kind != "custom-call":
+            arrays = [a for a in _arrays(shapes[name]) if a[0] > 8]
+            moved = min(b for b, _ in arrays) if arrays else 0
+            nbytes = moved * (2 if all(hbm for _, hbm in arrays) else 1)
+        else:
+            operands = re.findall(r"(%[\w.\-]+)", re.sub(r"(calls|to_apply|condition|body)=%[\w.\-]+", "", args))
+            nbytes = _shape_bytes(shapes[name], True) + sum(_shape_bytes(shapes.get(o, ""), True) for o in operands)
         src = re.search(r'op_name="([^"]*)"', rhs)
-        rows.append({"op": kind, "bytes": nbytes, "source": src.group(1) if src else "",
-                     "shape": shapes[name].strip()[:60]})
+        rows.append({"op": kind, "bytes": nbytes * mult.get(comp, 1), "times": mult.get(comp, 1),
+                     "source": src.group(1) if src else "", "shape": shapes[name].strip()[:60]})
     rows.sort(key=lambda r: -r["bytes"])
     return rows
 

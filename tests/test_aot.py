@@ -93,3 +93,26 @@ def test_hbm_traffic_counts_fusion_boundaries_not_their_insides():
     assert total == pytest.approx(compiled.cost_analysis()["bytes accessed"], rel=0.05), rows
     assert 4 * 2**20 <= total <= 10 * 4 * 2**20
     assert rows[0]["bytes"] >= 4 * 2**20 and rows[0]["source"].startswith("jit(f)/")
+
+
+def test_hbm_traffic_of_a_scan_counts_every_iteration():
+    """A scan over 6 layers moves 6 times what one iteration moves (XLA's cost analysis counts the
+    loop body once; the roofline must not)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ofa_jax.aot import heaviest_ops
+
+    def body(x, w):
+        return jnp.tanh(x @ w), None
+
+    def one(x, w):
+        return body(x, w[0])[0]
+
+    def six(x, w):
+        return jax.lax.scan(body, x, w)[0]
+
+    x = jax.ShapeDtypeStruct((512, 512), jnp.float32)
+    w = jax.ShapeDtypeStruct((6, 512, 512), jnp.float32)
+    total = lambda f: sum(r["bytes"] for r in heaviest_ops(jax.jit(f).lower(x, w).compile(), None))
+    assert total(six) >= 5 * total(one)
