@@ -62,6 +62,10 @@ class AotError(ValueError):
     """A problem with the request (topology name, mesh, config): one line on the command line."""
 
 
+class DoesNotFit(RuntimeError):
+    """XLA refused to compile: the program needs more memory than a chip has (its one-line reason)."""
+
+
 @contextlib.contextmanager
 def _quiet_fd2():
     """libtpu writes start-up warnings (no TPU hostnames, no accelerator type) to the C-level stderr
@@ -92,6 +96,9 @@ def topology_devices(name: str):
 
     if importlib.util.find_spec("libtpu") is None:
         raise AotError('compiling for a TPU topology needs libtpu: pip install "jax[tpu]==<your jax version>"')
+    # Compiling touches no TPU: do not take libtpu's one-process lock (another JAX process on this
+    # host, a notebook say, may hold it). Read when libtpu starts, i.e. on the first call below.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         with _quiet_fd2():
             topo = topologies.get_topology_desc(platform="tpu", topology_name=name)
@@ -283,8 +290,14 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
 
 def _compile(jitted, *abstract_args):
     t = time.perf_counter()
-    with _quiet_fd2():
-        compiled = jitted.lower(*abstract_args).compile()
+    try:
+        with _quiet_fd2():
+            compiled = jitted.lower(*abstract_args).compile()
+    except Exception as e:  # the TPU compiler stops when temporaries exceed HBM
+        if "RESOURCE_EXHAUSTED" in str(e):
+            msg = str(e).split("RESOURCE_EXHAUSTED: ", 1)[-1].splitlines()[0]
+            raise DoesNotFit(f"{msg} (compile stopped after {time.perf_counter() - t:.0f} s)") from None
+        raise
     return compiled, time.perf_counter() - t
 
 
@@ -474,6 +487,9 @@ def main(argv=None) -> int:
         except AotError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except DoesNotFit as e:
+            print(json.dumps({"fits": False, "reason": str(e)}) if F.json else f"does not fit: {e}", flush=True)
+            return 1
         return 0 if all(r.fits for r in reports) else 1
 
     app.run(lambda argv: sys.exit(run(argv)), argv=argv)

@@ -22,6 +22,15 @@ numbers:
   but dropout masks come from other rng streams. Not the default: XLA:CPU runs convolutions inside a
   loop body slower, and decode steps (few layers, run many times) gain nothing from it.
 
+Mixed precision, the one place it is decided: ``OFA(dtype=jnp.bfloat16)`` computes the matrix
+products and convolutions in bfloat16 while parameters (and in training the AdamW state) stay
+float32; attention scores are accumulated in float32 (``preferred_element_type``) and their softmax
+runs in float32, LayerNorm computes in float32 (its float32 scale/bias promote the input), the
+position biases are float32 (``_f32``), and the logits are returned in float32 for the log-softmax
+and the loss. ``cast_params`` additionally stores inference weights in bfloat16. On the shipped
+model, bfloat16 decoding reads 99.25% of the 2,000 held-out test lines as float32 does, with the
+same accuracy (``bench/mixed_precision.py``).
+
 Gradient checkpointing (``OFA.remat``): "layers" recomputes each encoder/decoder layer in the
 backward pass instead of storing its activations, "full" also each ResNet Bottleneck block; the
 numbers are unchanged (the same ops run again; dropout masks come from the same rng). It is
