@@ -238,49 +238,102 @@ def heaviest_ops(compiled, top: Optional[int] = 15) -> list[dict]:
 
 
 def ops_by_bytes(hlo_text: str) -> list[dict]:
-    """`heaviest_ops` on the text of an optimized HLO module (all ops, heaviest first). Ops inside a
-    loop with a known trip count (a ``scan`` over layers or micro-batches) count that many times."""
+    """`heaviest_ops` on the text of an optimized HLO module (all ops, heaviest first).
+
+    Ops inside a loop (a ``scan`` over layers or micro-batches) count once per iteration (the trip
+    count XLA records, or the bound its condition compares with). Inside a fusion, an operand that
+    is only sliced (``dynamic-slice``: one layer of a stacked parameter) counts as the slices read,
+    and a result written in place into an operand (``dynamic-update-slice``: a scan stacking one
+    layer's residuals) counts as the slice written, not as the whole buffer."""
     import re
 
-    define = re.compile(r"^\s*(?:ROOT )?(%[\w.\-]+) = (.*)$")
+    define = re.compile(r"^\s*(ROOT )?(%[\w.\-]+) = (.*)$")
     shapes, fused, lines, comp = {}, set(), [], None
-    loops = []  # (computation holding the while, its body, trip count)
+    loops = []  # (computation holding the while, its body, its condition, known trip count or None)
+    bounds = {}  # computation -> the s32 constants in it (a scan's condition: its length)
+    params = {}  # computation -> {parameter index: name}
+    uses = {}    # computation -> {name: [(op kind, result name)]}
+    roots = {}   # computation -> (op kind, operand names, result name)
     for line in hlo_text.splitlines():
-        fused.update(re.findall(r"calls=(%[\w.\-]+)", line))
         head = re.match(r"^(?:ENTRY )?(%[\w.\-]+) .*\{\s*$", line)
         if head and " = " not in line:
             comp = head.group(1)
             continue
         m = define.match(line)
-        if m:
-            name, rhs = m.groups()
-            op = re.search(r"(?:^|[\s)}])([a-z][\w\-]*)\(", rhs)
-            shapes[name] = rhs[:op.start(1)] if op else rhs
-            lines.append((comp, name, rhs, op.group(1) if op else "?"))
-            if op and op.group(1) == "while":
-                body = re.search(r"body=(%[\w.\-]+)", rhs)
-                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rhs)
-                if body:
-                    loops.append((comp, body.group(1), int(trips.group(1)) if trips else 1))
+        if not m:
+            continue
+        is_root, name, rhs = m.groups()
+        fused.update(re.findall(r"calls=(%[\w.\-]+)", rhs))
+        op = re.search(r"(?:^|[\s)}])([a-z][\w\-]*)\(", rhs)
+        kind = op.group(1) if op else "?"
+        shapes[name] = rhs[:op.start(1)] if op else rhs
+        args = rhs[len(shapes[name]):].split(", metadata=")[0]
+        operands = re.findall(r"(%[\w.\-]+)", re.sub(r"(calls|to_apply|condition|body)=%[\w.\-]+", "", args))
+        lines.append((comp, name, rhs, kind, operands))
+        if kind == "parameter":
+            params.setdefault(comp, {})[int(re.search(r"parameter\((\d+)\)", rhs).group(1))] = name
+        for o in operands:
+            uses.setdefault(comp, {}).setdefault(o, []).append((kind, name))
+        if is_root:
+            roots[comp] = (kind, operands, name)
+        if kind == "while":
+            body = re.search(r"body=(%[\w.\-]+)", rhs)
+            cond = re.search(r"condition=(%[\w.\-]+)", rhs)
+            trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rhs)
+            if body:
+                loops.append((comp, body.group(1), cond.group(1) if cond else None,
+                              int(trips.group(1)) if trips else None))
+        const = re.match(r"s32\[\]\S* constant\((\d+)\)", rhs)
+        if const:
+            bounds.setdefault(comp, []).append(int(const.group(1)))
     mult = {}
     for _ in range(8):  # nested loops: propagate multipliers outward-in
-        for parent, body, n in loops:
+        for parent, body, cond, n in loops:
+            if n is None:
+                c = bounds.get(cond, [])
+                n = c[0] if len(c) == 1 else 1
             mult[body] = mult.get(parent, 1) * n
+
+    def fused_io(callee):
+        """(bytes read per operand index or None for 'all of it', bytes written or None) of a fusion."""
+        read = {}
+        for i, pname in params.get(callee, {}).items():
+            u = uses.get(callee, {}).get(pname, [])
+            if u and all(k == "dynamic-slice" for k, _ in u):
+                read[i] = sum(_shape_bytes(shapes[r], True) for _, r in u)
+        written = None
+        root = roots.get(callee)
+        if root and root[0] == "dynamic-update-slice" and len(root[1]) >= 2:
+            target, update = root[1][0], root[1][1]
+            idx = next((i for i, n in params.get(callee, {}).items() if n == target), None)
+            if idx is not None:
+                read[idx] = 0
+                written = _shape_bytes(shapes.get(update, ""), True)
+        return read, written
+
     rows = []
     skip = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "conditional", "call",
             "after-all", "partition-id", "replica-id", "copy-done", "slice-done", "all-gather-done",
             "all-reduce-done", "collective-permute-done", "send-done", "recv-done"}
-    for comp, name, rhs, kind in lines:
+    for comp, name, rhs, kind, operands in lines:
         if comp in fused or kind in skip:
             continue
-        args = rhs[len(shapes[name]):].split(", metadata=")[0]
         if kind.endswith("-start") and kind != "custom-call":
             arrays = [a for a in _arrays(shapes[name]) if a[0] > 8]
             moved = min(b for b, _ in arrays) if arrays else 0
             nbytes = moved * (2 if all(hbm for _, hbm in arrays) else 1)
         else:
-            operands = re.findall(r"(%[\w.\-]+)", re.sub(r"(calls|to_apply|condition|body)=%[\w.\-]+", "", args))
-            nbytes = _shape_bytes(shapes[name], True) + sum(_shape_bytes(shapes.get(o, ""), True) for o in operands)
+            read, written = {}, None
+            callee = re.search(r"calls=(%[\w.\-]+)", rhs)
+            if kind == "fusion" and callee:
+                read, written = fused_io(callee.group(1))
+            elif kind == "dynamic-slice":
+                read = {0: _shape_bytes(shapes[name], True)}
+            elif kind == "dynamic-update-slice" and len(operands) >= 2:
+                read, written = {0: 0}, _shape_bytes(shapes.get(operands[1], ""), True)
+            out = _shape_bytes(shapes[name], True) if written is None else written
+            nbytes = out + sum(read[i] if i in read else _shape_bytes(shapes.get(o, ""), True)
+                               for i, o in enumerate(operands))
         src = re.search(r'op_name="([^"]*)"', rhs)
         rows.append({"op": kind, "bytes": nbytes * mult.get(comp, 1), "times": mult.get(comp, 1),
                      "source": src.group(1) if src else "", "shape": shapes[name].strip()[:60]})
@@ -337,7 +390,8 @@ def train_program(cfg, devices, topology: str) -> Report:
     h, w = image_hw(train.input_size(cfg))
     t = int(cfg.data.max_target_tokens)
     b = int(cfg.batch_size)
-    step = train.make_train_step(s.model, s.tx, cfg, src_tokens, jnp.asarray(NORMALIZE_LUT), backend=platform)
+    step = train.make_train_step(s.model, s.tx, cfg, src_tokens, jnp.asarray(NORMALIZE_LUT), backend=platform,
+                                 mesh=s.mesh)
     rep = NamedSharding(s.mesh, P())
     sds = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=partitioning.batch_sharding(s.mesh, len(shape)))
     batch = {"image": sds((b, h, w, 3), jnp.uint8), "target": sds((b, t), jnp.int32),

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 
 from ofa_jax import buckets
 from ofa_jax.config import OFAConfig
+from ofa_jax.partitioning import constrain_batch
 from ofa_jax.remat import remat as _remat
 from ofa_jax.resnet import DropPath, ResNet, block_drop_path_rates
 
@@ -460,7 +461,7 @@ class Encoder(nn.Module):
             bias = abs_bias
             if tok_table is not None:
                 bias = abs_bias + _block_diag(_rel_bias(img_table, img_idx), _rel_bias(tok_table, tok_idx))
-            return layer(x, bias, mask, det, rate), None
+            return constrain_batch(layer(constrain_batch(x), bias, mask, det, rate)), None
 
         stack = _scan_layers(body, self.remat != "none", c.encoder_layers, (0, 0, 0, nn.broadcast, nn.broadcast))
         x, _ = stack(self.layers, x, _rates(c.encoder_drop_path_rate, c.encoder_layers), tok_t, img_t, abs_bias, mask)
@@ -561,8 +562,9 @@ class Decoder(nn.Module):
         x = self._embed_tokens(prev_tokens, det, jnp.arange(t))
         if self.scan:
             def body(layer, x, rate, self_bias, hidden, cross_bias, self_mask, cross_mask):
-                return layer(x, None, layer.cross_kv(hidden), self_bias, cross_bias, self_mask, cross_mask, det,
-                             drop_path_rate=rate), None
+                x = layer(constrain_batch(x), None, layer.cross_kv(hidden), self_bias, cross_bias, self_mask,
+                          cross_mask, det, drop_path_rate=rate)
+                return constrain_batch(x), None
 
             stack = _scan_layers(body, self.remat != "none", c.decoder_layers, (0, 0) + (nn.broadcast,) * 4)
             x, _ = stack(self.layers, x, _rates(c.decoder_drop_path_rate, c.decoder_layers), self_bias, enc.hidden,

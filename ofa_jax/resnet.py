@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ofa_jax.config import OFAConfig
+from ofa_jax.partitioning import constrain_batch
 from ofa_jax.remat import remat
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # kaiming_normal(fan_out, relu)
@@ -212,7 +213,8 @@ class _ScanBottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, rate):
-        return _bottleneck(x, self.planes, 1, False, rate, self.frozen_bn, self.dtype, self.train), None
+        x = _bottleneck(constrain_batch(x), self.planes, 1, False, rate, self.frozen_bn, self.dtype, self.train)
+        return constrain_batch(x), None
 
 
 def block_drop_path_rates(rate: float, blocks: int) -> list[float]:

@@ -530,17 +530,22 @@ def accum_loop(cfg, backend: Optional[str] = None) -> str:
     return loop
 
 
-def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, backend: Optional[str] = None):
+def make_train_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, backend: Optional[str] = None, mesh=None):
     """``step(state, batch, base_rng) -> (state, metrics)`` (pure; jit it with shardings).
 
     Its micro-batches run unrolled when `accum_loop` says "unroll" or "host" (use
     `make_host_accum_step` for the latter's one-micro-batch programs), else in a ``lax.scan``.
     ``backend``: the platform the step is compiled for (default: this process's; ``ofa_jax.aot``
-    compiles for a TPU from a CPU host)."""
+    compiles for a TPU from a CPU host). ``mesh``: the step's mesh, for the activation sharding
+    constraints of scanned stacks (`partitioning.constrain_batch`)."""
     p = _StepParts(model, tx, cfg, src_tokens, lut)
     unroll = accum_loop(cfg, backend) in ("unroll", "host")
 
     def step(state: TrainState, batch, base_rng):
+        with partitioning.activations_on(mesh):
+            return _step(state, batch, base_rng)
+
+    def _step(state: TrainState, batch, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)
         carry, n_total = p.start(state, batch)
         mbs = p.split(batch)
@@ -578,7 +583,8 @@ def make_host_accum_step(model: OFA, tx, cfg, src_tokens: np.ndarray, lut, state
     def micro(params, carry, batch, base_rng, step, n_total, i0):
         mbs = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, i0, k), p.split(batch))
         rng_of = lambda i: jax.random.fold_in(jax.random.fold_in(base_rng, step), i)
-        return p.micro_run(params, carry, mbs, [i0 + j for j in range(k)], rng_of, n_total)
+        with partitioning.activations_on(rep.mesh):
+            return p.micro_run(params, carry, mbs, [i0 + j for j in range(k)], rng_of, n_total)
 
     micro = jax.jit(micro, in_shardings=(state_shardings.params, carry_sh, batch_shardings, rep, rep, rep, rep),
                     out_shardings=carry_sh, donate_argnums=(1,), compiler_options=opts)
@@ -881,7 +887,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     if cfg.grad_accum_steps > 1 and accum_loop(cfg) == "host":
         train_step = make_host_accum_step(s.model, s.tx, cfg, src_tokens, lut, s.state_shardings, b_shard, rep)
     else:
-        train_step = jax.jit(make_train_step(s.model, s.tx, cfg, src_tokens, lut),
+        train_step = jax.jit(make_train_step(s.model, s.tx, cfg, src_tokens, lut, mesh=s.mesh),
                              in_shardings=(s.state_shardings, b_shard, rep),
                              out_shardings=(s.state_shardings, rep), donate_argnums=(0,),
                              compiler_options=compiler_options())

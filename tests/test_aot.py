@@ -106,13 +106,14 @@ def test_hbm_traffic_of_a_scan_counts_every_iteration():
     def body(x, w):
         return jnp.tanh(x @ w), None
 
-    def one(x, w):
-        return body(x, w[0])[0]
+    def one(x, w0):
+        return body(x, w0)[0]
 
     def six(x, w):
         return jax.lax.scan(body, x, w)[0]
 
     x = jax.ShapeDtypeStruct((512, 512), jnp.float32)
     w = jax.ShapeDtypeStruct((6, 512, 512), jnp.float32)
-    total = lambda f: sum(r["bytes"] for r in heaviest_ops(jax.jit(f).lower(x, w).compile(), None))
-    assert total(six) >= 5 * total(one)
+    total = lambda f, w: sum(r["bytes"] for r in heaviest_ops(jax.jit(f).lower(x, w).compile(), None))
+    w0 = jax.ShapeDtypeStruct((512, 512), jnp.float32)
+    assert 5 * total(one, w0) <= total(six, w) <= 12 * total(one, w0)  # the loop adds copies of its carry

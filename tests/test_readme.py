@@ -59,7 +59,7 @@ class _Parsed(Exception):
     pass
 
 
-@pytest.mark.parametrize("module,args", [c for c in python_m_commands() if c[0] not in ("ofa_jax.train", "pytest")],
+@pytest.mark.parametrize("module,args", [c for c in python_m_commands() if c[0] not in ("ofa_jax.train", "ofa_jax.aot", "pytest")],
                          ids=lambda x: x if isinstance(x, str) else " ".join(x)[:60])
 def test_command_parses(module, args, monkeypatch):
     real = argparse.ArgumentParser.parse_args
@@ -99,6 +99,32 @@ def test_train_command_config_and_keys_exist(args):
             if not eq and key not in ("--distributed",):
                 next(it)
     assert cfg is not None
+
+
+@pytest.mark.parametrize("args", [a for m, a in python_m_commands() if m == "ofa_jax.aot"],
+                         ids=lambda a: " ".join(a)[:60])
+def test_aot_command_flags_exist(args):
+    """``ofa_jax.aot`` parses with absl (train's --config file and keys, its own flags)."""
+    src = open(os.path.join(ROOT, "ofa_jax", "aot.py"), encoding="utf-8").read()
+    known = {"--" + n for n in re.findall(r'DEFINE_\w+\(\s*"(\w+)"', src)}
+    sys.path.insert(0, os.path.join(ROOT, "configs"))
+    cfg = None
+    it = iter(args)
+    for a in it:
+        key, eq, val = a.partition("=")
+        if key == "--config":
+            path = val if eq else next(it)
+            cfg = importlib.import_module(os.path.splitext(os.path.basename(path))[0]).get_config()
+        elif key.startswith("--config."):
+            node = cfg
+            for part in key[len("--config."):].split("."):
+                assert part in node, f"{key}: no such config field"
+                node = node[part]
+        else:
+            assert key in known, f"unknown aot flag {key}"
+            if not eq and key not in ("--json", "--scan"):
+                next(it)
+    assert "--topology" in " ".join(args)
 
 
 def test_named_repo_paths_exist():
