@@ -138,6 +138,8 @@ class Report:
     model_flops: float      # per chip, analytic (ofa_jax.flops), per step / per decode call
     arguments: str = "parameters + optimizer state + batch"
     notes: list = dataclasses.field(default_factory=list)
+    recompute_flops: float = 0.0  # per chip, analytic: the forward passes remat runs again
+    compile_cpu_s: Optional[float] = None  # CPU seconds of the compiling process (less load-bound than wall)
 
     @property
     def fits(self) -> bool:
@@ -147,7 +149,7 @@ class Report:
         """Lower bound on the step time and the MFU it allows (compute or HBM bound, whichever is larger)."""
         if not self.chip["flops"]:
             return None
-        flops = max(self.xla_flops, self.model_flops)
+        flops = max(self.xla_flops, self.model_flops + self.recompute_flops)
         t_compute = flops / self.chip["flops"]
         t_memory = self.hbm_bytes / self.chip["bw"]
         floor = max(t_compute, t_memory, 1e-12)
@@ -170,13 +172,16 @@ class Report:
         lines = [
             f"{self.program}: {self.what}",
             f"  target        {self.topology}: {self.chips} x {self.chip['kind']} ({figures}), mesh {mesh}",
-            f"  compile       {self.compile_s:.1f} s on this host",
+            f"  compile       {self.compile_s:.1f} s on this host"
+            + (f" ({self.compile_cpu_s:.0f} CPU s)" if self.compile_cpu_s else ""),
             f"  per chip      arguments {gib(m['arguments'])} ({self.arguments}), "
             f"outputs {gib(m['outputs'])} ({gib(m['aliased'])} of them reuse donated arguments), "
             f"temporaries {gib(m['temporaries'])}",
             f"  total         {gib(m['total'])} of {gib(self.chip['hbm'])}: "
             + ("fits" if self.fits else "DOES NOT FIT"),
-            f"  per step      {self.model_flops / 1e12:.3f} TFLOP analytic (XLA: {self.xla_flops / 1e12:.3f}); "
+            f"  per step      {self.model_flops / 1e12:.3f} TFLOP analytic"
+            + (f" + {self.recompute_flops / 1e12:.3f} recomputed" if self.recompute_flops else "")
+            + f" (XLA, loop bodies once: {self.xla_flops / 1e12:.3f}); "
             f"HBM traffic {self.hbm_bytes / 1e9:.2f} GB between fusions (XLA's 'bytes accessed', "
             f"inside fusions too: {self.bytes_accessed / 1e9:.1f} GB)",
         ]
@@ -342,7 +347,8 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
 
 
 def _compile(jitted, *abstract_args):
-    t = time.perf_counter()
+    """(compiled, wall seconds); the process CPU seconds are left in ``_compile.cpu_s``."""
+    t, c = time.perf_counter(), time.process_time()
     try:
         with _quiet_fd2():
             compiled = jitted.lower(*abstract_args).compile()
@@ -351,6 +357,7 @@ def _compile(jitted, *abstract_args):
             msg = str(e).split("RESOURCE_EXHAUSTED: ", 1)[-1].splitlines()[0]
             raise DoesNotFit(f"{msg} (compile stopped after {time.perf_counter() - t:.0f} s)") from None
         raise
+    _compile.cpu_s = time.process_time() - c
     return compiled, time.perf_counter() - t
 
 
@@ -403,20 +410,24 @@ def train_program(cfg, devices, topology: str) -> Report:
     compiled, secs = _compile(jitted, s.abstract_state, batch, rng)
     xla_flops, accessed = _cost(compiled)
     hbm = sum(r["bytes"] for r in heaviest_ops(compiled, None))
-    fwd = flops.forward_flops(s.mcfg, (h, w), src_len=src_tokens.shape[1], tgt_len=t)["total"]
+    parts = flops.forward_flops(s.mcfg, (h, w), src_len=src_tokens.shape[1], tgt_len=t)
+    fwd = parts["total"]
     mult = 3.0 * (2 if cfg.loss.rdrop else 1)  # forward + backward (2x forward); R-Drop doubles the batch
+    remat = cfg.model.get("remat", "none")
+    again = {"none": 0.0, "layers": parts["encoder"] + parts["decoder"], "full": fwd}[remat]
     chips = len(s.mesh.devices.flat)
     notes = []
     if cfg.grad_accum_steps > 1:
         notes.append(f"{cfg.grad_accum_steps} micro-batches in a {loop}")
-    if cfg.model.get("remat", "none") != "none":
-        notes.append(f"remat={cfg.model.remat}: recomputation is not in the analytic FLOPs")
+    if remat != "none":
+        notes.append(f"remat={remat}: the roofline's compute time includes the recomputed forward; MFU does not")
     what = (f"{cfg.init.model_dir or cfg.model.preset}, {cfg.model.dtype} compute, global batch {b} "
             f"({b / n_batch_dev:g} per data shard), {h}x{w}, {t} target tokens, remat={cfg.model.get('remat', 'none')}, "
             f"scan={bool(cfg.model.get('scan', False))}")
     rep = Report("train step", what, topology, chips, chip_spec(devices[0]),
                  {k: int(v) for k, v in s.mesh.shape.items()}, secs, _memory(compiled), xla_flops, accessed, hbm,
-                 mult * fwd * b / chips, notes=notes)
+                 mult * fwd * b / chips, notes=notes,
+                 recompute_flops=again * (2 if cfg.loss.rdrop else 1) * b / chips, compile_cpu_s=_compile.cpu_s)
     rep.compiled, rep.setup, rep.abstract_batch = compiled, s, batch  # for bench/accelerator.py to run it
     return rep
 
@@ -481,7 +492,7 @@ def decode_program(model: str, devices, topology: str, batch: int = 32, beam: in
     what = f"{model}, {dtype}, batch {batch}, beam {beam}, {max_len} steps, {h}x{w}, scan={scan}"
     rep = Report("decode", what, topology, chips, chip_spec(devices[0]), {k: int(v) for k, v in m.shape.items()},
                  secs, _memory(compiled), xla_flops, accessed, hbm, f["total"] * batch / chips,
-                 "parameters + images", notes)
+                 "parameters + images", notes, compile_cpu_s=_compile.cpu_s)
     rep.compiled, rep.abstract_args = compiled, (variables, images, src)
     return rep
 
