@@ -184,6 +184,7 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,32,128", help="decode batches")
     ap.add_argument("--max_len", type=int, default=32, help="decode steps (random weights run them all)")
     ap.add_argument("--train_batch", type=int, default=16, help="first train batch to compile (then the largest)")
+    ap.add_argument("--shipped_batch", type=int, default=128, help="batch of the shipped model's rows")
     ap.add_argument("--seconds", type=float, default=8.0, help="timing window per measurement")
     ap.add_argument("--unrolled", action="store_true",
                     help="unrolled layer stacks (the default model form) instead of scanned (compiles faster)")
@@ -201,7 +202,7 @@ def main(argv=None):
         rows += decode_rows(args.preset, [int(b) for b in args.batches.split(",")], args.max_len, args.seconds, device,
                             not args.unrolled)
     if "shipped" not in skip:
-        rows += shipped_rows(args.seconds, device)
+        rows += shipped_rows(args.seconds, device, args.shipped_batch)
     if "train" not in skip:
         rows += train_rows(args.preset, args.train_batch, args.seconds, device, not args.unrolled)
     total = time.perf_counter() - t_start

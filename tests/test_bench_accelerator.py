@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow  # ~2-3 minutes on 2 cores: several compilations
 def test_accelerator_benchmark_runs_on_cpu():
     p = subprocess.run([sys.executable, "bench/accelerator.py", "--preset", "micro", "--batches", "2",
-                        "--max_len", "4", "--train_batch", "2", "--seconds", "0.5", "--no-append"],
+                        "--max_len", "4", "--train_batch", "2", "--shipped_batch", "8", "--seconds", "0.5",
+                        "--no-append"],
                        cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stderr[-3000:]
     table = p.stdout.split("| what | measured |", 1)[1]
