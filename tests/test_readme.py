@@ -75,12 +75,10 @@ def test_command_parses(module, args, monkeypatch):
         mod.main(args)
 
 
-@pytest.mark.parametrize("args", [a for m, a in python_m_commands() if m == "ofa_jax.train"],
-                         ids=lambda a: " ".join(a)[:60])
-def test_train_command_config_and_keys_exist(args):
+def _check_absl_args(args, known, switches):
+    """absl-style arguments: ``--config FILE`` exists, each ``--config.a.b`` is a field of that config,
+    every other flag is in ``known`` (``switches`` take no value). Returns the config."""
     sys.path.insert(0, os.path.join(ROOT, "configs"))
-    known = {"--config", "--workdir", "--export", "--export_which", "--distributed", "--coordinator_address",
-             "--num_processes", "--process_id"}
     cfg = None
     it = iter(args)
     for a in it:
@@ -95,10 +93,18 @@ def test_train_command_config_and_keys_exist(args):
                 assert part in node, f"{key}: no such config field"
                 node = node[part]
         else:
-            assert key in known, f"unknown train flag {key}"
-            if not eq and key not in ("--distributed",):
+            assert key in known, f"unknown flag {key}"
+            if not eq and key not in switches:
                 next(it)
-    assert cfg is not None
+    return cfg
+
+
+@pytest.mark.parametrize("args", [a for m, a in python_m_commands() if m == "ofa_jax.train"],
+                         ids=lambda a: " ".join(a)[:60])
+def test_train_command_config_and_keys_exist(args):
+    known = {"--config", "--workdir", "--export", "--export_which", "--distributed", "--coordinator_address",
+             "--num_processes", "--process_id"}
+    assert _check_absl_args(args, known, ("--distributed",)) is not None
 
 
 @pytest.mark.parametrize("args", [a for m, a in python_m_commands() if m == "ofa_jax.aot"],
@@ -107,24 +113,8 @@ def test_aot_command_flags_exist(args):
     """``ofa_jax.aot`` parses with absl (train's --config file and keys, its own flags)."""
     src = open(os.path.join(ROOT, "ofa_jax", "aot.py"), encoding="utf-8").read()
     known = {"--" + n for n in re.findall(r'DEFINE_\w+\(\s*"(\w+)"', src)}
-    sys.path.insert(0, os.path.join(ROOT, "configs"))
-    cfg = None
-    it = iter(args)
-    for a in it:
-        key, eq, val = a.partition("=")
-        if key == "--config":
-            path = val if eq else next(it)
-            cfg = importlib.import_module(os.path.splitext(os.path.basename(path))[0]).get_config()
-        elif key.startswith("--config."):
-            node = cfg
-            for part in key[len("--config."):].split("."):
-                assert part in node, f"{key}: no such config field"
-                node = node[part]
-        else:
-            assert key in known, f"unknown aot flag {key}"
-            if not eq and key not in ("--json", "--scan"):
-                next(it)
-    assert "--topology" in " ".join(args)
+    _check_absl_args(args, known, ("--json", "--scan"))
+    assert "--topology" in args
 
 
 def test_named_repo_paths_exist():
