@@ -11,6 +11,7 @@ from ofa_jax.data.builders import synthetic
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not p.endswith("common.py"))
 CONFIGS.append(os.path.join(ROOT, "tools", "offline_gpu_run", "dryrun_config.py"))  # the pre-loan dry run's
+CONFIGS.append(os.path.join(ROOT, "ofa_jax", "train_defaults.py"))  # installed ofa-jax's (the notebooks')
 
 
 def _load(path):
