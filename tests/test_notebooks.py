@@ -1,8 +1,9 @@
 """notebooks/*.ipynb run top to bottom in a fresh kernel and print what they promise.
 
 The notebooks run with ``OFA_JAX_NOTEBOOK_SMOKE=1`` (their small settings) in a temporary working
-directory, as a user would run them from a clone with ofa-jax installed. The quickstart runs with the
-model shipped in the package (``ofa_jax/models/ofa-ocr-zh-small``); where it is absent, with a stand-in
+directory, as a user would run them from a clone with ofa-jax installed; the quickstart also runs with a copy of
+the package alone outside the repository (as after ``pip install ofa-jax`` on Colab: it renders its sample lines
+and finds no ``tools/``). The quickstart runs with the model shipped in the package (``ofa_jax/models/ofa-ocr-zh-small``); where it is absent, with a stand-in
 model dir named by ``OFA_JAX_MODEL`` (random micro weights: the text is nonsense, but every code path runs). The
 fine-tune notebook always starts from the stand-in to keep CI cheap (its default is the shipped model).
 """
@@ -10,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -30,12 +32,12 @@ BUNDLED_ABSENT = ("ofa_jax/models/ofa-ocr-zh-small is absent (a checkout without
                   "test_quickstart_with_standin_model runs the notebook meanwhile")
 
 
-def example_names():
-    return sorted(n for n in os.listdir(EXAMPLES) if n.endswith((".png", ".jpg")))
+def example_names(examples=EXAMPLES):
+    return sorted(n for n in os.listdir(examples) if n.endswith((".png", ".jpg")))
 
 
-def example_labels():
-    with open(os.path.join(EXAMPLES, "labels.tsv"), encoding="utf-8") as f:
+def example_labels(examples=EXAMPLES):
+    with open(os.path.join(examples, "labels.tsv"), encoding="utf-8") as f:
         return dict(line.rstrip("\n").split("\t", 1) for line in f if line.strip())
 
 
@@ -70,12 +72,17 @@ def kernel_env(monkeypatch, tmp_path_factory):
     return monkeypatch
 
 
-def run_notebook(name, cwd):
-    nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+def run_notebook(name, cwd, notebooks=NOTEBOOKS):
+    nb = nbformat.read(os.path.join(notebooks, name), as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(cwd)}})
     client.execute()  # raises CellExecutionError (with the cell's traceback) if any cell fails
     return nb
+
+
+def cell_source(nb, tag):
+    (cell,) = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+    return cell.source
 
 
 def cell_text(nb, tag):
@@ -110,13 +117,25 @@ def test_committed_notebooks_are_clean(name):
     assert "/work/" not in source and "/tmp/" not in source  # no machine-specific paths
     if name == "quickstart.ipynb":
         assert re.search(r"^RUN_DOWNLOADS = False\b", source, re.M)  # downloads never run unless asked for
+    # no placeholder repository to clone: the notebooks run from an installed or uploaded copy as they are
+    assert "OWNER" not in "\n".join(c.source for c in nb.cells)
+    assert not re.search(r"^[^#\n]*git\W+clone", source, re.M)
+
+
+def test_quickstart_renders_the_sample_lines_as_make_examples():
+    """Without the repository the quickstart renders examples/'s lines from the same data spec."""
+    spec = importlib.util.spec_from_file_location("ocr_zh_small_cpu", os.path.join(ROOT, "configs", "ocr_zh_small_cpu.py"))
+    config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config)
+    nb = nbformat.read(os.path.join(NOTEBOOKS, "quickstart.ipynb"), as_version=4)
+    assert f'load_eval_source("{config.LINES}", "test")' in cell_source(nb, "setup")
 
 
 # ---------------------------------------------------------------------------------------- quickstart
 
 
-def check_quickstart(nb, bundled):
-    names, labels = example_names(), example_labels()
+def check_quickstart(nb, bundled, examples=EXAMPLES):
+    names, labels = example_names(examples), example_labels(examples)
 
     # the CLI printed one `path<TAB>text` line per example image, in order
     cli_text = cell_text(nb, "decode-cli")
@@ -166,6 +185,26 @@ def test_quickstart_with_standin_model(kernel_env, standin_model, tmp_path):
         pytest.skip("the shipped model is present: test_quickstart_with_bundled_model runs the notebook with it")
     kernel_env.setenv("OFA_JAX_MODEL", standin_model)
     check_quickstart(run_notebook("quickstart.ipynb", tmp_path), bundled=False)
+
+
+def test_quickstart_from_installed_package(kernel_env, standin_model, tmp_path):
+    """A copy of the notebook outside the repository, with a copy of the package alone importable (as after
+    `pip install ofa-jax`): no repository is found, the sample lines are rendered into the working dir. The
+    stand-in model keeps it cheap (the shipped model reads these lines in test_quickstart_with_bundled_model)."""
+    site, work = tmp_path / "site", tmp_path / "work"
+    shutil.copytree(os.path.join(ROOT, "ofa_jax"), site / "ofa_jax",
+                    ignore=shutil.ignore_patterns("__pycache__", "models"))
+    work.mkdir()
+    shutil.copy(os.path.join(NOTEBOOKS, "quickstart.ipynb"), work)
+    kernel_env.setenv("PYTHONPATH", str(site))
+    kernel_env.setenv("OFA_JAX_MODEL", standin_model)
+    nb = run_notebook("quickstart.ipynb", work, notebooks=work)
+    setup = cell_text(nb, "setup")
+    assert f"from {site / 'ofa_jax'}\n" in setup and "repository: none" in setup
+    examples = work / "ofa_jax_examples"
+    assert f"examples: {examples}\n" in setup
+    assert len(example_labels(examples)) == 6
+    check_quickstart(nb, bundled=False, examples=str(examples))
 
 
 # ---------------------------------------------------------------------------------------- fine-tune
