@@ -7,11 +7,13 @@ and finds no ``tools/``). The quickstart runs with the model shipped in the pack
 model dir named by ``OFA_JAX_MODEL`` (random micro weights: the text is nonsense, but every code path runs). The
 fine-tune notebook always starts from the stand-in to keep CI cheap (its default is the shipped model).
 """
+import glob
 import importlib.util
 import json
 import os
 import re
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -129,6 +131,32 @@ def test_quickstart_renders_the_sample_lines_as_make_examples():
     spec.loader.exec_module(config)
     nb = nbformat.read(os.path.join(NOTEBOOKS, "quickstart.ipynb"), as_version=4)
     assert f'load_eval_source("{config.LINES}", "test")' in cell_source(nb, "setup")
+
+
+def test_setup_finds_an_uploaded_zip(tmp_path, monkeypatch):
+    """Not installed, a zip of the repository uploaded next to the notebook (Colab's Files pane): the set-up
+    cell unpacks it and finds the copy; both notebooks share the set-up (the fine-tune one adds the synth extra)."""
+    qs = cell_source(nbformat.read(os.path.join(NOTEBOOKS, "quickstart.ipynb"), as_version=4), "setup")
+    ft = cell_source(nbformat.read(os.path.join(NOTEBOOKS, "finetune.ipynb"), as_version=4), "setup")
+    assert qs.startswith(ft.replace(' + "[synth]"', "").replace("[synth]", ""))
+    defs = qs[qs.index("def is_repo"):qs.index("\nROOT = find_root()")]
+    upload = tmp_path / "upload"
+    for sub in ("ofa_jax", "examples", "configs", "tools"):
+        (upload / "ofa-jax-main" / sub).mkdir(parents=True)
+        (upload / "ofa-jax-main" / sub / "x.py").write_text("")
+    work = tmp_path / "content"
+    work.mkdir()
+    shutil.make_archive(str(work / "ofa-jax-main"), "zip", upload)
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("OFA_JAX_ROOT", raising=False)
+    not_installed = types.SimpleNamespace(util=types.SimpleNamespace(find_spec=lambda name: None))
+    namespace = {"os": os, "shutil": shutil, "glob": glob.glob, "importlib": not_installed}
+    exec(defs, namespace)
+    assert namespace["find_root"]() == str(work / "ofa-jax-main")
+    (work / "ofa-jax-main.zip").unlink()
+    assert namespace["find_root"]() == str(work / "ofa-jax-main")  # the next run: the unpacked folder
+    shutil.rmtree(work / "ofa-jax-main")
+    assert namespace["find_root"]() is None  # nothing uploaded, nothing installed
 
 
 # ---------------------------------------------------------------------------------------- quickstart
