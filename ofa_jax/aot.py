@@ -259,6 +259,8 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
     params = {}  # computation -> {parameter index: name}
     uses = {}    # computation -> {name: [(op kind, result name)]}
     roots = {}   # computation -> (op kind, operand names, result name)
+    defs = {}    # result name -> (op kind, operand names)
+    calls_of = {}  # result name of a fusion -> the computation it calls
     for line in hlo_text.splitlines():
         head = re.match(r"^(?:ENTRY )?(%[\w.\-]+) .*\{\s*$", line)
         if head and " = " not in line:
@@ -275,10 +277,14 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
         args = rhs[len(shapes[name]):].split(", metadata=")[0]
         operands = re.findall(r"(%[\w.\-]+)", re.sub(r"(calls|to_apply|condition|body)=%[\w.\-]+", "", args))
         lines.append((comp, name, rhs, kind, operands))
+        defs[name] = (kind, operands)
         if kind == "parameter":
             params.setdefault(comp, {})[int(re.search(r"parameter\((\d+)\)", rhs).group(1))] = name
-        for o in operands:
-            uses.setdefault(comp, {}).setdefault(o, []).append((kind, name))
+        for j, o in enumerate(operands):
+            uses.setdefault(comp, {}).setdefault(o, []).append((kind, name, j))
+        called = re.search(r"calls=(%[\w.\-]+)", rhs)
+        if called:
+            calls_of[name] = called.group(1)
         if is_root:
             roots[comp] = (kind, operands, name)
         if kind == "while":
@@ -302,18 +308,48 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
     def fused_io(callee):
         """(bytes read per operand index or None for 'all of it', bytes written or None) of a fusion."""
         read = {}
+
+        def sliced(comp, value, depth=0):
+            """Bytes read of ``value`` in ``comp`` if it is only ever dynamic-sliced (through bitcasts
+            and nested fusions), else None."""
+            u = uses.get(comp, {}).get(value, [])
+            total = 0
+            for k, r, j in u:
+                if k == "dynamic-slice" and j == 0:
+                    total += _shape_bytes(shapes[r], True)
+                    continue
+                sub = None
+                if depth < 6 and k == "bitcast":
+                    sub = sliced(comp, r, depth + 1)
+                elif depth < 6 and k == "fusion" and r in calls_of:
+                    inner = params.get(calls_of[r], {}).get(j)
+                    sub = sliced(calls_of[r], inner, depth + 1) if inner else None
+                if sub is None:
+                    return None
+                total += sub
+            return total if u else None
+
         for i, pname in params.get(callee, {}).items():
-            u = uses.get(callee, {}).get(pname, [])
-            if u and all(k == "dynamic-slice" for k, _ in u):
-                read[i] = sum(_shape_bytes(shapes[r], True) for _, r in u)
+            b = sliced(callee, pname)
+            if b is not None:
+                read[i] = b
         written = None
         root = roots.get(callee)
-        if root and root[0] == "dynamic-update-slice" and len(root[1]) >= 2:
-            target, update = root[1][0], root[1][1]
-            idx = next((i for i, n in params.get(callee, {}).items() if n == target), None)
-            if idx is not None:
-                read[idx] = 0
-                written = _shape_bytes(shapes.get(update, ""), True)
+        if root:
+            # the fusion's outputs: the root, or the elements of a root tuple (a multi-output fusion)
+            outs = [(root[0], root[1], root[2])] if root[0] != "tuple" else [(*defs.get(o, ("?", [])), o) for o in root[1]]
+            if any(k == "dynamic-update-slice" for k, _, _ in outs):
+                written = 0
+                by_name = {n: i for i, n in params.get(callee, {}).items()}
+                for k, ops, out_name in outs:
+                    target = ops[0] if ops else None
+                    while target in defs and defs[target][0] == "bitcast" and defs[target][1]:
+                        target = defs[target][1][0]
+                    if k == "dynamic-update-slice" and len(ops) >= 2 and target in by_name:
+                        read[by_name[target]] = 0  # written in place: the buffer is neither read nor rewritten
+                        written += _shape_bytes(shapes.get(ops[1], ""), True)
+                    else:
+                        written += _shape_bytes(shapes.get(out_name, ""), True)
         return read, written
 
     rows = []
@@ -340,7 +376,7 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
             nbytes = out + sum(read[i] if i in read else _shape_bytes(shapes.get(o, ""), True)
                                for i, o in enumerate(operands))
         src = re.search(r'op_name="([^"]*)"', rhs)
-        rows.append({"op": kind, "bytes": nbytes * mult.get(comp, 1), "times": mult.get(comp, 1),
+        rows.append({"op": kind, "name": name, "bytes": nbytes * mult.get(comp, 1), "times": mult.get(comp, 1),
                      "source": src.group(1) if src else "", "shape": shapes[name].strip()[:60]})
     rows.sort(key=lambda r: -r["bytes"])
     return rows

@@ -103,7 +103,7 @@ def constrain_batch(x):
     Why: inside a scanned stack (``OFA(scan=True)``) XLA's sharding propagation sees the stacked
     convolution kernels sharded on their output channels (``conv_out`` -> fsdp) and shards the
     activations that way too, splitting the batch over ``data`` only: for base at 8 lines per chip on
-    v5e:4x4 that made the ResNet move 9x the bytes of the unrolled program (``ofa_jax.aot --top``).
+    v5e:4x4, 4x the activations per chip and 31 GB of temporaries (``python -m ofa_jax.aot``).
     Pinning the loop's carry to the batch split keeps the weights all-gathered instead, as unrolled.
     """
     mesh = _ACTIVATIONS_MESH.get()
