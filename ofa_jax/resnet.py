@@ -254,7 +254,8 @@ class ResNet(nn.Module):
         body = _ScanBottleneck
         if self.remat_blocks:
             # jax.checkpoint is enough inside a scan: the recomputation runs in the backward loop's
-            # body, which no compiler can merge with the forward loop (cf. ofa_jax.remat).
+            # body, which no compiler can merge with the forward loop (cf. ofa_jax.remat). Without
+            # remat, no policy: keeping only the convolutions' outputs saved no memory here.
             body = nn.remat(body, prevent_cse=False)
         stack = nn.scan(body, variable_axes={"params": 0, "batch_stats": 0},
                         split_rngs={"params": True, "dropout": True}, in_axes=0, length=len(rates),
