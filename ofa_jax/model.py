@@ -17,7 +17,8 @@ numbers:
 * ``OFA(scan=True)`` runs the encoder layers, the teacher-forced decoder layers and the repeated
   ResNet blocks of each stage as ``nn.scan`` loops over parameters stacked on a leading "layers"
   axis, so XLA compiles one layer instead of all of them: compile time flat in depth, for the big
-  presets on TPU/GPU. Same numbers as the unrolled model on the same weights
+  presets on TPU/GPU (base's train-mode gradient at 480x480 compiled for one v5e chip: 611 s
+  unrolled, 284 s scanned). Same numbers as the unrolled model on the same weights
   (``ofa_jax.layout.stack_layers`` converts; model dirs and checkpoints keep the per-layer layout),
   but dropout masks come from other rng streams. Not the default: XLA:CPU runs convolutions inside a
   loop body slower, and decode steps (few layers, run many times) gain nothing from it.

@@ -8,7 +8,9 @@ stays a readable one-to-one list.
 run as one ``nn.scan`` over parameters and BatchNorm statistics stacked on a leading "layers" axis,
 named ``layer{stage}_rest`` (``ofa_jax.layout`` converts). resnet101's 23-block stage then compiles
 as one block: compile time stays flat in depth. Not the default: XLA:CPU runs convolutions inside a
-loop body slower than unrolled ones, and the per-block names are what the converter writes.
+loop body slower than unrolled ones (tiny's train step at 32x320, batch 8: 1.05 s unrolled, 3.1 s
+with every stack scanned, 0.92 s with only the transformer layers scanned), and the per-block names
+are what the converter writes.
 """
 from __future__ import annotations
 
