@@ -40,8 +40,16 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def _put(x, abstract):
+    """A host array placed as ``abstract`` (a ShapeDtypeStruct with a sharding) says."""
+    import jax
+    import numpy as np
+
+    return jax.device_put(np.asarray(x).astype(abstract.dtype), abstract.sharding)
+
+
 def _timed(fn, n_min=3, seconds=8.0):
-    """Median-free simple timing: run until ``seconds`` have passed (at least ``n_min`` times)."""
+    """Mean seconds per call of ``fn`` after one warm call, over at least ``n_min`` calls and ``seconds``."""
     import jax
 
     jax.block_until_ready(fn())  # warm (compiled already; first run allocates)
@@ -55,7 +63,6 @@ def _timed(fn, n_min=3, seconds=8.0):
 def decode_rows(preset, batches, max_len, seconds, device, scan):
     import flax.linen as nn
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from ofa_jax import aot
@@ -69,11 +76,10 @@ def decode_rows(preset, batches, max_len, seconds, device, scan):
         rep = aot.decode_program(preset, [device], device.platform, batch=b, beam=5, max_len=max_len,
                                  image_size=480, dtype="bfloat16", scan=scan)
         abs_vars, abs_images, abs_src = rep.abstract_args
-        put = lambda x, a: jax.device_put(np.asarray(x).astype(a.dtype), a.sharding)
-        v = jax.tree.map(put, {k: variables[k] for k in abs_vars}, abs_vars)
+        v = jax.tree.map(_put, {k: variables[k] for k in abs_vars}, abs_vars)
         rng = np.random.default_rng(0)
-        images = put(rng.uniform(-1, 1, abs_images.shape), abs_images)
-        src = put(np.full(abs_src.shape, 5), abs_src)
+        images = _put(rng.uniform(-1, 1, abs_images.shape), abs_images)
+        src = _put(np.full(abs_src.shape, 5), abs_src)
         dt = _timed(lambda: rep.compiled(v, images, src), seconds=seconds)
         r = rep.roofline()
         rows.append({"what": f"decode {preset} bf16 beam 5, batch {b}, {max_len} steps",
@@ -110,14 +116,10 @@ def shipped_rows(seconds, device, batch=128):
 
 def train_rows(preset, batch0, seconds, device, scan, max_batch=1024):
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    from ml_collections import ConfigDict
-
-    sys.path.insert(0, os.path.join(ROOT, "configs"))
-    from common import base  # noqa: E402
 
     from ofa_jax import aot, train
+    from ofa_jax.train_defaults import base
 
     def cfg_for(b):
         c = base()
@@ -151,15 +153,11 @@ def train_rows(preset, batch0, seconds, device, scan, max_batch=1024):
     state = train.initial_state(cfg, s, lambda *_: None)
     rng = np.random.default_rng(0)
     t = 32
-
-    def put(x, a):
-        return jax.device_put(np.asarray(x, a.dtype), a.sharding)
-
     ab = rep.abstract_batch
     target = rng.integers(4, 1000, (b, t))
-    batch = {"image": put(rng.integers(0, 256, ab["image"].shape), ab["image"]), "target": put(target, ab["target"]),
-             "prev_output_tokens": put(np.concatenate([np.zeros((b, 1)), target[:, :-1]], 1), ab["prev_output_tokens"]),
-             "target_mask": put(np.ones((b, t), bool), ab["target_mask"])}
+    batch = {"image": _put(rng.integers(0, 256, ab["image"].shape), ab["image"]), "target": _put(target, ab["target"]),
+             "prev_output_tokens": _put(np.concatenate([np.zeros((b, 1)), target[:, :-1]], 1), ab["prev_output_tokens"]),
+             "target_mask": _put(np.ones((b, t), bool), ab["target_mask"])}
     key = jax.device_put(jax.random.PRNGKey(0), s.state_shardings.step)
     holder = {"state": state}
 
@@ -208,7 +206,7 @@ def main(argv=None):
     total = time.perf_counter() - t_start
     import jaxlib
 
-    cmd = "python bench/accelerator.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))
+    cmd = " ".join(["python bench/accelerator.py", *(sys.argv[1:] if argv is None else argv)])
     lines = [f"### {device.device_kind} ({device.platform}), {datetime.date.today().isoformat()}", "",
              f"`{cmd}` (jax {jax.__version__}, jaxlib {jaxlib.__version__}; one device; {total:.0f} s in all)", "",
              "| what | measured | MFU | AOT (same program) | compile |", "|---|---|---|---|---|"]

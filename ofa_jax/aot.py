@@ -12,21 +12,21 @@ same). The train program is the one ``python -m ofa_jax.train`` runs with that c
 state, gradient accumulation, remat, freeze, mesh, donation); the decode program is the jitted beam
 search of ``ofa_jax.decode``. Per chip it prints parameters + optimizer state, temporaries, outputs,
 the total against the chip's HBM (exit 1 if a program does not fit), FLOPs, compile time, and a
-roofline: the step cannot be faster than max(FLOPs / peak FLOP/s, bytes accessed / HBM bandwidth),
+roofline: the step cannot be faster than max(FLOPs / peak FLOP/s, HBM traffic / HBM bandwidth),
 which bounds the model FLOP utilisation (MFU, with the analytic FLOPs of ``ofa_jax.flops``).
 
 The HBM traffic is counted from the compiled program itself: the bytes of the operands and results
 of the ops between fusions (what must cross HBM; ``--top N`` lists the heaviest with the JAX op
 that made them). XLA's own "bytes accessed" is printed beside it but not used: on TPU it also counts
 the operands of every elementwise op inside a fusion, which stay in vector memory (for the base
-train step it is ~10x the traffic between fusions).
+train step it is ~15x the traffic between fusions).
 
 What the roofline leaves out: inter-chip communication (all-gathers of FSDP, gradient reductions),
 host input, and XLA's own inefficiency; it is a floor on the step time, not a prediction. XLA's
 cost analysis counts a loop body once (a ``scan`` over layers or micro-batches, the beam-search
 ``while_loop``): its FLOPs for such programs are per iteration, which is why MFU uses the analytic
-count; the HBM traffic counts loops with a known trip count (scans) that many times, and the
-beam search's data-dependent loop once (one decode step).
+count; the HBM traffic counts a loop whose condition is a plain counter bound (a scan) that many
+times, and the beam search's data-dependent loop once (one decode step).
 """
 from __future__ import annotations
 
@@ -238,15 +238,16 @@ def heaviest_ops(compiled, top: Optional[int] = 15) -> list[dict]:
     An op's traffic is its operands and results that live in HBM (on TPU, arrays XLA placed in
     on-chip memory carry a memory space ``S(1)`` in their layout and do not count); an asynchronous
     copy or slice (``copy-start``, ``slice-start``) moves its smallest array once into on-chip
-    memory (twice if both ends are in HBM). Loop bodies count once, like XLA's cost analysis."""
+    memory (twice if both ends are in HBM). ``top=None``: all of them. See `ops_by_bytes`."""
     return ops_by_bytes(compiled.as_text())[:top]
 
 
 def ops_by_bytes(hlo_text: str) -> list[dict]:
     """`heaviest_ops` on the text of an optimized HLO module (all ops, heaviest first).
 
-    Ops inside a loop (a ``scan`` over layers or micro-batches) count once per iteration (the trip
-    count XLA records, or the bound its condition compares with). Inside a fusion, an operand that
+    Ops inside a loop (a ``scan`` over layers or micro-batches) count once per iteration: the trip
+    count XLA records, or the constant a condition that is one ``compare`` tests its counter
+    against; other loops (the beam search's, which also stops when every line is done) count once. Inside a fusion, an operand that
     is only sliced (``dynamic-slice``: one layer of a stacked parameter) counts as the slices read,
     and a result written in place into an operand (``dynamic-update-slice``: a scan stacking one
     layer's residuals) counts as the slice written, not as the whole buffer."""
@@ -257,7 +258,7 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
     loops = []  # (computation holding the while, its body, its condition, known trip count or None)
     bounds = {}  # computation -> the s32 constants in it (a scan's condition: its length)
     params = {}  # computation -> {parameter index: name}
-    uses = {}    # computation -> {name: [(op kind, result name)]}
+    uses = {}    # computation -> {name: [(op kind, result name, operand index)]}
     roots = {}   # computation -> (op kind, operand names, result name)
     defs = {}    # result name -> (op kind, operand names)
     calls_of = {}  # result name of a fusion -> the computation it calls
@@ -270,7 +271,6 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
         if not m:
             continue
         is_root, name, rhs = m.groups()
-        fused.update(re.findall(r"calls=(%[\w.\-]+)", rhs))
         op = re.search(r"(?:^|[\s)}])([a-z][\w\-]*)\(", rhs)
         kind = op.group(1) if op else "?"
         shapes[name] = rhs[:op.start(1)] if op else rhs
@@ -285,6 +285,7 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
         called = re.search(r"calls=(%[\w.\-]+)", rhs)
         if called:
             calls_of[name] = called.group(1)
+            fused.add(called.group(1))
         if is_root:
             roots[comp] = (kind, operands, name)
         if kind == "while":
@@ -302,11 +303,12 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
         for parent, body, cond, n in loops:
             if n is None:
                 c = bounds.get(cond, [])
-                n = c[0] if len(c) == 1 else 1
+                n = c[0] if len(c) == 1 and roots.get(cond, ("",))[0] == "compare" else 1
             mult[body] = mult.get(parent, 1) * n
 
     def fused_io(callee):
-        """(bytes read per operand index or None for 'all of it', bytes written or None) of a fusion."""
+        """({operand index: bytes read} for operands not read whole, bytes written or None for the
+        whole result) of a fusion."""
         read = {}
 
         def sliced(comp, value, depth=0):
@@ -365,9 +367,8 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
             nbytes = moved * (2 if all(hbm for _, hbm in arrays) else 1)
         else:
             read, written = {}, None
-            callee = re.search(r"calls=(%[\w.\-]+)", rhs)
-            if kind == "fusion" and callee:
-                read, written = fused_io(callee.group(1))
+            if kind == "fusion" and name in calls_of:
+                read, written = fused_io(calls_of[name])
             elif kind == "dynamic-slice":
                 read = {0: _shape_bytes(shapes[name], True)}
             elif kind == "dynamic-update-slice" and len(operands) >= 2:
@@ -383,7 +384,7 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
 
 
 def _compile(jitted, *abstract_args):
-    """(compiled, wall seconds); the process CPU seconds are left in ``_compile.cpu_s``."""
+    """(compiled, wall seconds, CPU seconds of this process)."""
     t, c = time.perf_counter(), time.process_time()
     try:
         with _quiet_fd2():
@@ -393,8 +394,7 @@ def _compile(jitted, *abstract_args):
             msg = str(e).split("RESOURCE_EXHAUSTED: ", 1)[-1].splitlines()[0]
             raise DoesNotFit(f"{msg} (compile stopped after {time.perf_counter() - t:.0f} s)") from None
         raise
-    _compile.cpu_s = time.process_time() - c
-    return compiled, time.perf_counter() - t
+    return compiled, time.perf_counter() - t, time.process_time() - c
 
 
 # ----------------------------------------------------------------------------- programs
@@ -443,12 +443,12 @@ def train_program(cfg, devices, topology: str) -> Report:
     jitted = jax.jit(step, in_shardings=(s.state_shardings, {k: v.sharding for k, v in batch.items()}, rep),
                      out_shardings=(s.state_shardings, rep), donate_argnums=(0,),
                      compiler_options=train.compiler_options(platform))
-    compiled, secs = _compile(jitted, s.abstract_state, batch, rng)
+    compiled, secs, cpu_secs = _compile(jitted, s.abstract_state, batch, rng)
     xla_flops, accessed = _cost(compiled)
-    hbm = sum(r["bytes"] for r in heaviest_ops(compiled, None))
+    ops = ops_by_bytes(compiled.as_text())
     parts = flops.forward_flops(s.mcfg, (h, w), src_len=src_tokens.shape[1], tgt_len=t)
     fwd = parts["total"]
-    mult = 3.0 * (2 if cfg.loss.rdrop else 1)  # forward + backward (2x forward); R-Drop doubles the batch
+    copies = 2 if cfg.loss.rdrop else 1  # R-Drop doubles the batch
     remat = cfg.model.get("remat", "none")
     again = {"none": 0.0, "layers": parts["encoder"] + parts["decoder"], "full": fwd}[remat]
     chips = len(s.mesh.devices.flat)
@@ -458,20 +458,22 @@ def train_program(cfg, devices, topology: str) -> Report:
     if remat != "none":
         notes.append(f"remat={remat}: the roofline's compute time includes the recomputed forward; MFU does not")
     what = (f"{cfg.init.model_dir or cfg.model.preset}, {cfg.model.dtype} compute, global batch {b} "
-            f"({b / n_batch_dev:g} per data shard), {h}x{w}, {t} target tokens, remat={cfg.model.get('remat', 'none')}, "
+            f"({b / n_batch_dev:g} per data shard), {h}x{w}, {t} target tokens, remat={remat}, "
             f"scan={bool(cfg.model.get('scan', False))}")
     rep = Report("train step", what, topology, chips, chip_spec(devices[0]),
-                 {k: int(v) for k, v in s.mesh.shape.items()}, secs, _memory(compiled), xla_flops, accessed, hbm,
-                 mult * fwd * b / chips, notes=notes,
-                 recompute_flops=again * (2 if cfg.loss.rdrop else 1) * b / chips, compile_cpu_s=_compile.cpu_s)
-    rep.compiled, rep.setup, rep.abstract_batch = compiled, s, batch  # for bench/accelerator.py to run it
+                 {k: int(v) for k, v in s.mesh.shape.items()}, secs, _memory(compiled), xla_flops, accessed,
+                 sum(r["bytes"] for r in ops), 3.0 * copies * fwd * b / chips,  # forward + backward (2x forward)
+                 notes=notes, recompute_flops=again * copies * b / chips, compile_cpu_s=cpu_secs)
+    rep.compiled, rep.ops = compiled, ops
+    rep.setup, rep.abstract_batch = s, batch  # for bench/accelerator.py to run it
     return rep
 
 
 def decode_program(model: str, devices, topology: str, batch: int = 32, beam: int = 5, max_len: int = 64,
-                   image_size=480, dtype: str = "bfloat16", mesh: Optional[dict] = None,
+                   image_size=None, dtype: str = "bfloat16", mesh: Optional[dict] = None,
                    scan: bool = False) -> Report:
-    """Compiles the jitted beam search of ``ofa_jax.decode`` for a preset or model dir."""
+    """Compiles the jitted beam search of ``ofa_jax.decode`` for a preset or model dir. ``image_size``
+    (side or (H, W)) and the prompt default to a model dir's ``generation.json``, else 480 and OFA's."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -481,17 +483,22 @@ def decode_program(model: str, devices, topology: str, batch: int = 32, beam: in
     from ofa_jax.decoding import GenerationConfig, make_generate_fn
     from ofa_jax.model import OFA, init_params
     from ofa_jax.preprocess import image_hw
-    from ofa_jax.tokenizer import OFATokenizer
+    from ofa_jax.tokenizer import OCR_PROMPT, OFATokenizer
 
     try:
         config = get_config(model)
     except (ValueError, OSError, KeyError) as e:
         raise AotError(f"--decode {model!r}: {e}") from None
-    tok = OFATokenizer.from_model_dir(model) if os.path.isdir(model) else OFATokenizer.default()
-    if os.path.isdir(model) and image_size is None:
-        with open(os.path.join(model, "generation.json")) as f:
-            image_size = json.load(f).get("patch_image_size", 480)
-    h, w = image_hw(image_size if not isinstance(image_size, list) else tuple(image_size))
+    generation = {}
+    tok = OFATokenizer.default()
+    if os.path.isdir(model):
+        tok = OFATokenizer.from_model_dir(model)
+        path = os.path.join(model, "generation.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                generation = json.load(f)
+    size = image_size if image_size is not None else generation.get("patch_image_size", 480)
+    h, w = image_hw(tuple(size) if isinstance(size, list) else size)
     try:
         m = partitioning.make_mesh(mesh or {"data": -1}, devices)
     except ValueError as e:
@@ -500,8 +507,8 @@ def decode_program(model: str, devices, topology: str, batch: int = 32, beam: in
     if batch % n_batch_dev:
         raise AotError(f"--batch {batch} is not divisible by data x fsdp = {n_batch_dev}")
     compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-    net = OFA(config, dtype=compute, **({"scan": True} if scan else {}))
-    boxed = jax.eval_shape(lambda: init_params(config, image_size=(h, w), **({"scan": True} if scan else {})))
+    net = OFA(config, dtype=compute, scan=scan)
+    boxed = jax.eval_shape(lambda: init_params(config, image_size=(h, w), scan=scan))
     shardings = nn.meta.unbox(partitioning.variable_shardings(boxed, m))
     abstract = nn.meta.unbox(boxed)
     cast = lambda a: compute if jnp.issubdtype(a.dtype, jnp.floating) else a.dtype
@@ -511,36 +518,35 @@ def decode_program(model: str, devices, topology: str, batch: int = 32, beam: in
     if "batch_stats" in abstract:
         variables["batch_stats"] = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                                                 abstract["batch_stats"], shardings["batch_stats"])
-    src_len = len(tok.encode_prompt(OCR_PROMPT))
+    src_len = len(tok.encode_prompt(generation.get("prompt", OCR_PROMPT)))
     images = jax.ShapeDtypeStruct((batch, h, w, 3), jnp.float32, sharding=partitioning.batch_sharding(m, 4))
     src = jax.ShapeDtypeStruct((batch, src_len), jnp.int32, sharding=partitioning.batch_sharding(m, 2))
     gen = GenerationConfig(beam_size=beam, max_len_b=max_len)
     platform = devices[0].platform
     fn = make_generate_fn(net, gen, backend=platform, pad_id=tok.pad_id, eos_id=tok.eos_id, bos_id=tok.bos_id,
                           unk_id=tok.unk_id)
-    compiled, secs = _compile(fn, variables, images, src)
+    compiled, secs, cpu_secs = _compile(fn, variables, images, src)
     xla_flops, accessed = _cost(compiled)
-    hbm = sum(r["bytes"] for r in heaviest_ops(compiled, None))
+    ops = ops_by_bytes(compiled.as_text())
     f = flops.decode_flops(config, (h, w), src_len=src_len, beam=beam, steps=max_len)
     chips = len(m.devices.flat)
     notes = ["XLA's counts and the HBM traffic are one decode step (the while_loop body) plus the encoder; "
              f"the analytic FLOPs assume all {max_len} steps run (a batch stops at its longest line)"]
     what = f"{model}, {dtype}, batch {batch}, beam {beam}, {max_len} steps, {h}x{w}, scan={scan}"
     rep = Report("decode", what, topology, chips, chip_spec(devices[0]), {k: int(v) for k, v in m.shape.items()},
-                 secs, _memory(compiled), xla_flops, accessed, hbm, f["total"] * batch / chips,
-                 "parameters + images", notes, compile_cpu_s=_compile.cpu_s)
-    rep.compiled, rep.abstract_args = compiled, (variables, images, src)
+                 secs, _memory(compiled), xla_flops, accessed, sum(r["bytes"] for r in ops),
+                 f["total"] * batch / chips, "parameters + images", notes, compile_cpu_s=cpu_secs)
+    rep.compiled, rep.ops = compiled, ops
+    rep.abstract_args = variables, images, src  # for bench/accelerator.py to run it
     return rep
 
-
-OCR_PROMPT = "图片上的文字是什么?"
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def main(argv=None) -> int:
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
     F = flags.FLAGS
@@ -551,7 +557,7 @@ def main(argv=None) -> int:
     flags.DEFINE_integer("batch", 32, "decode: global batch of images")
     flags.DEFINE_integer("beam", 5, "decode: beam size")
     flags.DEFINE_integer("max_len", 64, "decode: generated tokens (the while_loop's bound)")
-    flags.DEFINE_string("image_size", "480", "decode: square side, or HxW (e.g. 32x320)")
+    flags.DEFINE_string("image_size", "", "decode: square side, or HxW (e.g. 32x320); default: the model dir's, else 480")
     flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "decode: parameter and compute dtype")
     flags.DEFINE_string("decode_mesh", "data=-1", "decode: mesh axes, e.g. data=-1 or data=4,tensor=4")
     flags.DEFINE_bool("scan", False, "decode: the scanned form of the layer stacks (train: --config.model.scan)")
@@ -576,8 +582,9 @@ def main(argv=None) -> int:
                 reports.append(train_program(F.config, devices, F.topology))
                 _emit(reports[-1], F.json, F.top)
             if F.decode:
-                size = F.image_size.lower()
-                size = [int(v) for v in size.split("x")] if "x" in size else int(size)
+                size = F.image_size.lower() or None
+                if size is not None:
+                    size = [int(v) for v in size.split("x")] if "x" in size else int(size)
                 mesh = {}
                 for part in filter(None, F.decode_mesh.split(",")):
                     k, _, v = part.partition("=")
@@ -593,13 +600,15 @@ def main(argv=None) -> int:
             return 1
         return 0 if all(r.fits for r in reports) else 1
 
-    app.run(lambda argv: sys.exit(run(argv)), argv=argv)
+    from ofa_jax.cli import absl_run
+
+    absl_run(lambda args: sys.exit(run(args)), argv)
 
 
 def _emit(report: Report, as_json: bool, top: int = 0) -> None:
     d = report.as_dict()
     if top:
-        d["heaviest_ops"] = heaviest_ops(report.compiled, top)
+        d["heaviest_ops"] = report.ops[:top]
     if as_json:
         print(json.dumps(d), flush=True)
         return

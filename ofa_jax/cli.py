@@ -17,3 +17,19 @@ def run(main) -> None:
         os.dup2(devnull, sys.stdout.fileno())
         code = 0
     sys.exit(code)
+
+
+def absl_run(main, argv=None) -> None:
+    """``absl.app.run(main)`` for the tools that take absl flags (``--config.key=value``): absl exits
+    with status 1 after printing the help that ``--help``/``--helpfull`` asked for; here that is 0."""
+    from absl import app
+
+    args = sys.argv if argv is None else argv
+    try:
+        app.run(main, argv=args)
+    except SystemExit as e:
+        helps = {"?", "help", "helpshort", "helpfull", "helpxml"}
+        flags_given = args[1:args.index("--")] if "--" in args else args[1:]
+        if e.code == 1 and any(a.startswith("-") and a.lstrip("-") in helps for a in flags_given):
+            sys.exit(0)
+        raise

@@ -1068,7 +1068,7 @@ def _quiet_library_tracebacks():
 
 
 def main(argv=None):
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
     flags_ = flags.FLAGS
@@ -1115,15 +1115,9 @@ def main(argv=None):
                                         **{f"val/{k}": v for k, v in out["val"].items()}}}))
         return 0
 
-    args = sys.argv if argv is None else argv
-    try:
-        app.run(run, argv=args)
-    except SystemExit as e:  # absl exits 1 after printing the help --help/--helpfull asked for
-        helps = {"?", "help", "helpshort", "helpfull", "helpxml"}
-        flags_given = args[1:args.index("--")] if "--" in args else args[1:]
-        if e.code == 1 and any(a.startswith("-") and a.lstrip("-") in helps for a in flags_given):
-            sys.exit(0)
-        raise
+    from ofa_jax.cli import absl_run
+
+    absl_run(run, argv)
 
 
 if __name__ == "__main__":

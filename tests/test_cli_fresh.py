@@ -158,15 +158,17 @@ def test_data_build_a_folder(env, folder):
 # ---------------------------------------------------------------------------------------------- --help
 
 
-@pytest.mark.parametrize("module", ["ofa_jax.decode", "ofa_jax.evaluate", "ofa_jax.train", "ofa_jax.data.build",
-                                    "tools.convert_weights"])
+@pytest.mark.parametrize("module", ["ofa_jax.decode", "ofa_jax.evaluate", "ofa_jax.train", "ofa_jax.aot",
+                                    "ofa_jax.data.build", "tools.convert_weights"])
 def test_help(env, module):
     p = run(f"python -m {module} --help", env)
     assert p.returncode == 0, p.stderr
-    if module != "ofa_jax.train":  # absl prints the module docstring first
-        assert p.stdout.startswith(f"usage: python -m {module} "), p.stdout[:200]
-    else:
+    if module == "ofa_jax.train":  # absl prints the module docstring first
         assert "python -m ofa_jax.train --config" in p.stdout and "--workdir" in p.stdout
+    elif module == "ofa_jax.aot":
+        assert "python -m ofa_jax.aot --topology" in p.stdout and "--decode" in p.stdout
+    else:
+        assert p.stdout.startswith(f"usage: python -m {module} "), p.stdout[:200]
     if module == "ofa_jax.evaluate":
         assert "render:" in p.stdout
 
