@@ -142,7 +142,7 @@ def test_loop_keeps_at_most_two_steps_in_flight(monkeypatch):
     """The loop waits for the step two back before fetching the next batch, so a SIGTERM's checkpoint waits
     for at most two queued steps (not all those since the last log) and queued batches do not pile up."""
     waited = []
-    monkeypatch.setattr(train.jax, "block_until_ready", lambda x: waited.append(x) or x)
+    monkeypatch.setattr(train.loop.jax, "block_until_ready", lambda x: waited.append(x) or x)
     pending = []  # metrics since the last log, as the loop keeps them
     for i in range(5):
         pending.append({"step": i})

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import ofa_jax
 from ofa_jax import train
 from ofa_jax.config import PRESETS
 from ofa_jax.layout import unstack_layers
@@ -16,7 +17,7 @@ from ofa_jax.preprocess import NORMALIZE_LUT
 
 from helpers import tiny_config
 
-VOCAB = os.path.join(os.path.dirname(train.__file__), "assets", "vocab_zh.txt")
+VOCAB = os.path.join(os.path.dirname(ofa_jax.__file__), "assets", "vocab_zh.txt")
 NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "encoder_drop_path_rate": 0.0,
               "decoder_drop_path_rate": 0.0, "resnet_drop_path_rate": 0.0}
 
