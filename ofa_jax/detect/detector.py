@@ -1,0 +1,257 @@
+"""``TextDetector``: pages in, text-line quadrilaterals out (PP-OCR's DB detector in JAX).
+
+A detector dir (what ``python -m tools.convert_detector`` writes; one ships in
+``ofa_jax/models/ppocrv6-det-small``):
+
+    config.json          DetectorConfig (architecture)
+    params.safetensors   Flax parameters by path ("params/backbone/stem/stem1/kernel", ...), float32
+    detection.json       pre/post-processing defaults (sizes, thresholds), RapidOCR's values
+    metadata.json        format, source file and its SHA-256
+    LICENSE, NOTICE.md   Apache-2.0 and the attribution of the upstream weights
+
+Sizes (the documented rule, RapidOCR's): a page whose longer side exceeds ``max_side_len`` (2000) is
+first shrunk to it (sides rounded to 32, at least 32); then it is scaled so that its shorter side is at least ``limit_side_len`` (736;
+``limit_type`` "min") and each side is rounded to a multiple of 32 (the network's stride); a side that
+would then exceed ``MAX_DET_SIDE`` (4096) shrinks the page to fit (short side at least 32). Boxes come back in the coordinates
+of the page as given.
+
+Buckets: the resized page is zero-padded to the next size in ``BUCKETS`` per side (the network
+ignores the padding exactly, see ``ofa_jax.detect.net``), so one jit compilation serves every page
+with the same bucket pair: a run over pages of many sizes compiles a handful of programs, not one per
+page.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from ofa_jax.detect.net import DetectorConfig
+from ofa_jax.detect.postprocess import DBParams, boxes_from_prob
+from ofa_jax.modeldir import ModelDirError, flatten, unflatten
+
+FORMAT = "ofa-jax-detector-dir"
+FORMAT_VERSION = 1
+PARAMS_FILE = "params.safetensors"
+BUNDLED_DETECTOR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models",
+                                "ppocrv6-det-small")
+BUCKETS = (128, 256, 384, 512, 640, 736, 864, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096)
+MAX_DET_SIDE = BUCKETS[-1]
+DEFAULT_DETECTION = {"max_side_len": 2000, "limit_side_len": 736, "limit_type": "min", "mean": 0.5, "std": 0.5,
+                     "channel_order": "BGR", **dataclasses.asdict(DBParams())}
+
+
+def bucket(side: int) -> int:
+    """The padded size of a resized side (a multiple of 32 up to MAX_DET_SIDE)."""
+    for b in BUCKETS:
+        if side <= b:
+            return b
+    raise ValueError(f"side {side} exceeds the largest bucket {MAX_DET_SIDE}")
+
+
+def _round32(x: float) -> int:
+    return int(round(x / 32) * 32)
+
+
+def shrink_shape(h: int, w: int, max_side_len: int) -> tuple[int, int]:
+    """The huge-page rule: the longer side down to ``max_side_len``, sides rounded to 32 (RapidOCR's
+    ``reduce_max_side``); unchanged when it fits."""
+    if max(h, w) <= max_side_len:
+        return h, w
+    ratio = max_side_len / (h if h > w else w)
+    return max(32, _round32(int(h * ratio))), max(32, _round32(int(w * ratio)))
+
+
+def det_shape(h: int, w: int, limit_side_len: int = 736, limit_type: str = "min") -> tuple[int, int]:
+    """The network's input size for an (h, w) image: RapidOCR's DetPreProcess rule (see the module
+    docstring), then capped at MAX_DET_SIDE. (0, 0) for an image too small to round to 32."""
+    if limit_type == "max":
+        ratio = limit_side_len / (h if h > w else w) if max(h, w) > limit_side_len else 1.0
+    elif limit_type == "min":
+        ratio = limit_side_len / (h if h < w else w) if min(h, w) < limit_side_len else 1.0
+    else:
+        raise ValueError(f"limit_type must be 'min' or 'max', not {limit_type!r}")
+    rh, rw = _round32(int(h * ratio)), _round32(int(w * ratio))
+    if max(rh, rw) > MAX_DET_SIDE:
+        s = MAX_DET_SIDE / max(rh, rw)
+        rh, rw = (min(MAX_DET_SIDE, max(32, _round32(int(rh * s)))),
+                  min(MAX_DET_SIDE, max(32, _round32(int(rw * s)))))
+    return (rh, rw) if rh > 0 and rw > 0 else (0, 0)
+
+
+def normalize_lut(mean: float = 0.5, std: float = 0.5) -> np.ndarray:
+    """uint8 -> float32 as RapidOCR normalises ((x * (1/255) in float32, then - mean, / std in float64)."""
+    x = np.arange(256, dtype=np.float32) * np.float32(1 / 255.0)
+    return ((x.astype(np.float64) - mean) / std).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- dirs
+
+
+@dataclasses.dataclass
+class DetectorDir:
+    path: str
+    config: DetectorConfig
+    params: dict
+    detection: dict
+    metadata: dict
+
+
+def save_detector_dir(path: str, config: DetectorConfig, params: dict, detection: Optional[dict] = None,
+                      metadata: Optional[dict] = None) -> None:
+    from safetensors.numpy import save_file
+    os.makedirs(path, exist_ok=True)
+    tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flatten(params).items()}
+    tmp = os.path.join(path, PARAMS_FILE + ".tmp")
+    save_file(tensors, tmp, metadata={"format": FORMAT})
+    os.replace(tmp, os.path.join(path, PARAMS_FILE))
+    config.save(os.path.join(path, "config.json"))
+    for name, d in (("detection.json", dict(DEFAULT_DETECTION, **(detection or {}))),
+                    ("metadata.json", {"format": FORMAT, "format_version": FORMAT_VERSION, **(metadata or {})})):
+        with open(os.path.join(path, name), "w") as f:
+            json.dump(d, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+
+
+def load_detector_dir(path: str) -> DetectorDir:
+    """Reads and checks a detector dir; ModelDirError (one line, naming the file) if anything is off."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    from ofa_jax.detect.net import abstract_params
+
+    if not os.path.isdir(path):
+        raise ModelDirError(f"detector dir not found: {path}")
+    for name in ("config.json", PARAMS_FILE):
+        if not os.path.isfile(os.path.join(path, name)):
+            hint = " (an ONNX detector? convert it with `python -m tools.convert_detector`)" \
+                if any(n.endswith(".onnx") for n in os.listdir(path)) else ""
+            raise ModelDirError(f"{path}: missing {name}{hint}")
+    try:
+        config = DetectorConfig.load(os.path.join(path, "config.json"))
+    except (ValueError, TypeError, OSError) as e:
+        raise ModelDirError(f"{path}/config.json: {e}") from None
+    try:
+        flat = load_file(os.path.join(path, PARAMS_FILE))
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise ModelDirError(f"{path}/{PARAMS_FILE}: unreadable ({e})") from None
+    want = {k: tuple(v.shape) for k, v in flatten(abstract_params(config)).items()}
+    have = {k: tuple(v.shape) for k, v in flat.items()}
+    if want != have:
+        bad = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
+        raise ModelDirError(f"{path}/{PARAMS_FILE} does not match {path}/config.json ({len(bad)} tensors differ, "
+                            f"e.g. {bad[0]})")
+    detection, meta = dict(DEFAULT_DETECTION), {}
+    for name, target in (("detection.json", detection), ("metadata.json", meta)):
+        p = os.path.join(path, name)
+        if os.path.isfile(p):
+            try:
+                with open(p, encoding="utf-8") as f:
+                    d = json.load(f)
+                if not isinstance(d, dict):
+                    raise ValueError("expected a JSON object")
+            except (ValueError, OSError) as e:
+                raise ModelDirError(f"{p}: unreadable ({e})") from None
+            target.update(d)
+    return DetectorDir(path, config, unflatten(flat), detection, meta)
+
+
+# ---------------------------------------------------------------------------------------------- detector
+
+
+@dataclasses.dataclass
+class Detection:
+    boxes: np.ndarray     # (n, 4, 2) float32 page coordinates: top-left, top-right, bottom-right, bottom-left
+    scores: np.ndarray    # (n,) mean text probability inside each box
+    shape: tuple          # (h, w) of the page
+
+
+class TextDetector:
+    """PP-OCR DB detection, jitted per bucket shape (see the module docstring)."""
+
+    def __init__(self, ddir: DetectorDir, device=None, **overrides):
+        import jax
+        import jax.numpy as jnp
+        from ofa_jax.detect.net import DBNet
+
+        unknown = sorted(set(overrides) - set(DEFAULT_DETECTION))
+        if unknown:
+            raise ValueError(f"unknown detection settings {unknown}")
+        self.dir = ddir
+        self.settings = {**ddir.detection, **{k: v for k, v in overrides.items() if v is not None}}
+        self.db = DBParams.from_dict(self.settings)
+        if self.settings.get("channel_order", "BGR") not in ("BGR", "RGB"):
+            raise ValueError(f"channel_order must be BGR or RGB, not {self.settings['channel_order']!r}")
+        self.device = device if device is not None else jax.devices()[0]
+        self.params = jax.device_put(jax.tree_util.tree_map(np.asarray, ddir.params), self.device)
+        net = DBNet(ddir.config)
+        lut = jnp.asarray(normalize_lut(self.settings["mean"], self.settings["std"]))
+
+        def prob(params, pixels, valid):
+            return net.apply(params, lut[pixels], valid)
+
+        self._prob = jax.jit(prob)
+        self._net_float = jax.jit(lambda params, x, valid: net.apply(params, x, valid))
+
+    @classmethod
+    def from_pretrained(cls, path: Optional[str] = None, device=None, **overrides) -> "TextDetector":
+        """A detector dir (default: the one shipped with ofa-jax); ``overrides``: detection.json keys."""
+        return cls(load_detector_dir(path or BUNDLED_DETECTOR), device=device, **overrides)
+
+    # ------------------------------------------------------------------------------------------
+    def network_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """uint8 (H, W, 3) in the detector's channel order -> (resized uint8 (h, w, 3), (h, w)), with
+        (0, 0) for an image too small to detect in."""
+        import cv2
+        h, w = image.shape[:2]
+        rh, rw = det_shape(h, w, self.settings["limit_side_len"], self.settings["limit_type"])
+        if rh == 0:
+            return np.zeros((0, 0, 3), np.uint8), (0, 0)
+        return cv2.resize(image, (rw, rh)), (rh, rw)
+
+    def prob_map_float(self, x: np.ndarray) -> np.ndarray:
+        """Normalised float32 (B, h, w, 3) in the detector's channel order (RapidOCR's input, NHWC)
+        -> (B, h, w) probabilities, unpadded: the network as onnxruntime runs it (parity tests)."""
+        valid = np.tile(np.asarray(x.shape[1:3], np.int32), (x.shape[0], 1))
+        return np.asarray(self._net_float(self.params, x, valid))
+
+    def prob_map(self, resized: np.ndarray) -> np.ndarray:
+        """Resized uint8 (h, w, 3) (h, w multiples of 32) -> (h, w) probabilities, run padded to its
+        bucket."""
+        h, w = resized.shape[:2]
+        batch = np.zeros((1, bucket(h), bucket(w), 3), np.uint8)
+        batch[0, :h, :w] = resized
+        out = self._prob(self.params, batch, np.asarray([[h, w]], np.int32))
+        return np.asarray(out[0, :h, :w])
+
+    def to_channels(self, rgb: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(rgb[..., ::-1]) if self.settings.get("channel_order", "BGR") == "BGR" else rgb
+
+    def detect_array(self, image: np.ndarray) -> Detection:
+        """uint8 (H, W, 3) already in the detector's channel order, without the huge-page rule:
+        RapidOCR's ``TextDetector`` stage exactly."""
+        resized, (h, w) = self.network_input(image)
+        if h == 0:
+            return Detection(np.zeros((0, 4, 2), np.float32), np.zeros((0,)), image.shape[:2])
+        boxes, scores = boxes_from_prob(self.prob_map(resized), image.shape[:2], self.db)
+        return Detection(boxes, scores, image.shape[:2])
+
+    def __call__(self, image: Any) -> Detection:
+        """A page (path, bytes, PIL image, RGB uint8 array) -> its text boxes in page coordinates.
+        Raises ofa_jax.ImageError for an unreadable page."""
+        import cv2
+        from ofa_jax.preprocess import load_image
+
+        rgb = np.asarray(load_image(image))
+        h, w = rgb.shape[:2]
+        sh, sw = shrink_shape(h, w, self.settings["max_side_len"])
+        work = self.to_channels(rgb)
+        if (sh, sw) != (h, w):
+            work = cv2.resize(work, (sw, sh))
+        det = self.detect_array(work)
+        if (sh, sw) != (h, w) and len(det.boxes):   # back to the page as given
+            det.boxes = det.boxes * np.array([w / sw, h / sh], np.float32)
+        det.shape = (h, w)
+        return det
