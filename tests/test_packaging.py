@@ -19,3 +19,14 @@ def test_only_ofa_jax_is_installed():
     assert {"ofa_jax", "ofa_jax.data", "ofa_jax.data.builders"} <= set(packages)
     assert [p for p in packages if p.split(".")[0] != "ofa_jax"] == []
     assert "models/*/*" in tool["package-data"]["ofa_jax"]  # the shipped model goes with it
+
+
+def test_the_shipped_model_card_goes_with_the_model():
+    """The model card (README.md in the model dir) is package data too: an installed model says what it is."""
+    import fnmatch
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["ofa_jax"]
+    card = "models/ofa-ocr-zh-small/README.md"
+    assert os.path.isfile(os.path.join(ROOT, "ofa_jax", card))
+    assert any(fnmatch.fnmatch(card, p) for p in patterns)
