@@ -19,7 +19,14 @@ Sources (named in a builder config):
   trained on half HSK sentences completed memorised sentences instead of reading them). Needs
   ``pip install jieba``, or ``OFA_JAX_WORDS_DICT`` naming a file in its format ("word count [tag]"
   per line, ``.xz`` allowed): your own word list, or jieba's on a machine without the package.
+* ``"prose"`` - lines that look like printed running text, up to 40+ characters: sentences from
+  clause templates over jieba's words by part of speech, with the punctuation real text has (also at
+  line ends), dates, times, prices, percentages, codes, phone numbers and Latin words in the running
+  text, cut into lines like a typeset page (`ofa_jax.data.prose`). Needs jieba like ``"words"``.
 * ``"file:PATH"`` - one text line per line of a UTF-8 file you supply.
+
+Every random source's line also passes `ofa_jax.data.holdout` (a line equal to an evaluation line or to
+a text of the independent dev/test set, or containing one of >= 6 characters, is drawn again).
 
 Fixed-text sources ("hsk", "file:") are split between train/val/test by a stable hash of the line,
 so a validation or test line is never rendered for training. Random sources are drawn with a
@@ -114,7 +121,7 @@ def jieba_words() -> tuple[tuple[str, ...], np.ndarray]:
 
 
 def available(source: str) -> bool:
-    if source == "words":
+    if source in ("words", "prose"):
         path = words_dict_path()
         return path is not None and path.is_file()
     if source == "hsk":
@@ -136,7 +143,7 @@ def fixed_lines(source: str) -> tuple[str, ...] | None:
         return tuple(read_lines(source[5:]))
     if source in RANDOM_SOURCES:
         return None
-    raise ValueError(f"unknown text source {source!r} (gb2312, rare, alnum, words, hsk, file:PATH)")
+    raise ValueError(f"unknown text source {source!r} (gb2312, rare, alnum, words, prose, hsk, file:PATH)")
 
 
 def split_of_line(line: str, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> int:
@@ -217,11 +224,26 @@ def random_words_line(rng: np.random.Generator, min_len: int, max_len: int) -> s
     return out[:n]
 
 
+def random_prose_line(rng: np.random.Generator, min_len: int, max_len: int) -> str:
+    """A line of printed running text (`ofa_jax.data.prose`)."""
+    from ofa_jax.data import prose
+
+    return prose.random_line(rng, min_len, max_len)
+
+
 RANDOM_SOURCES = {"gb2312": random_gb2312_line, "rare": random_rare_line, "alnum": random_alnum_line,
-                  "words": random_words_line}
+                  "words": random_words_line, "prose": random_prose_line}
 
 
 def random_line(source: str, rng: np.random.Generator, min_len: int, max_len: int) -> str:
+    """A line of a random source that is not held out (`ofa_jax.data.holdout`: drawn again if it is)."""
     if source not in RANDOM_SOURCES:
         raise ValueError(f"{source!r} is not a random text source")
-    return RANDOM_SOURCES[source](rng, min_len, max_len)
+    from ofa_jax.data.holdout import load_holdout
+
+    holdout = load_holdout()
+    for _ in range(100):
+        line = RANDOM_SOURCES[source](rng, min_len, max_len)
+        if line not in holdout:
+            return line
+    raise RuntimeError(f"text source {source!r}: 100 draws in a row were held-out lines")

@@ -1,5 +1,9 @@
 """Offline rendering of single text lines for the synthetic corpus.
 
+``RenderOptions`` also has printed-text looks that are off by default (coloured ink and backgrounds,
+underline/strike-through, uneven lighting); ``style_options("real")`` turns them on, and
+``ocr_synthetic_zh``'s ``render_style=real`` passes them.
+
 Fonts come from the machine (Debian packages such as ``fonts-wqy-zenhei``, ``fonts-wqy-microhei``,
 ``fonts-arphic-ukai``, ``fonts-arphic-uming``, ``fonts-noto-cjk``, ``fonts-lxgw-wenkai``), from the
 PyPI wheel ``paperang-p2-fonts-cjk`` (wqy-microhei), from ``$OFA_JAX_FONT_DIRS`` (``os.pathsep``
@@ -142,6 +146,23 @@ class RenderOptions:
     degrade: bool = False  # blur, noise, JPEG, rotation/perspective, textured backgrounds, low contrast
     jpeg_quality: tuple[int, int] = (25, 80)
     max_rotation_deg: float = 3.0
+    # Printed-text looks beyond the above (each a probability per line; 0 draws nothing, so lines of the
+    # defaults render exactly as before). See `style_options` for the named sets.
+    colour: float = 0.0  # coloured ink on a tinted or saturated background, light text on dark included
+    rule: float = 0.0  # an underline or a strike-through across the text
+    lighting: float = 0.0  # degraded lines only: uneven lighting (a linear ramp or a spot/vignette)
+
+
+# Named option sets for `ocr_synthetic_zh`'s ``render_style``: "classic" is the shipped model's data,
+# "real" adds colour, rules and uneven lighting, and JPEG at quality 30-60 for degraded lines.
+STYLES = {"classic": {}, "real": {"colour": 0.35, "rule": 0.12, "lighting": 0.5, "jpeg_quality": (30, 60)}}
+
+
+def style_options(name: str) -> dict:
+    """`RenderOptions` fields of a named style (``classic``, ``real``)."""
+    if name not in STYLES:
+        raise ValueError(f"unknown render style {name!r} ({', '.join(STYLES)})")
+    return dict(STYLES[name])
 
 
 def _background(rng: np.random.Generator, h: int, w: int, degrade: bool) -> np.ndarray:
@@ -157,6 +178,48 @@ def _background(rng: np.random.Generator, h: int, w: int, degrade: bool) -> np.n
                          .filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0))), np.float32) - 128
         bg += tex[..., None]
     return bg
+
+
+def _hsv_colour(h: float, s: float, v: float) -> np.ndarray:
+    """An RGB colour (0..255 floats) from hue/saturation/value in [0, 1]."""
+    i, f = int(h * 6) % 6, h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return np.asarray(rgb, np.float32) * 255
+
+
+def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(background, ink) of a coloured line: dark or coloured ink on a pale tint, or light text on a
+    saturated dark background (signs, banners, buttons); luminances at least ~100 apart."""
+    hue = float(rng.random())
+    if rng.random() < 0.6:
+        bg = _hsv_colour(hue, rng.uniform(0.05, 0.35), rng.uniform(0.85, 1.0))
+        ink = _hsv_colour(float(rng.random()), rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.45))
+    else:
+        bg = _hsv_colour(hue, rng.uniform(0.5, 1.0), rng.uniform(0.3, 0.6))
+        ink = _hsv_colour(float(rng.random()), rng.uniform(0.0, 0.25), rng.uniform(0.92, 1.0))
+    return bg, ink
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of RGB values (last axis)."""
+    return np.asarray(rgb, np.float32)[..., :3] @ np.asarray([0.299, 0.587, 0.114], np.float32)
+
+
+def _lighting(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A multiplicative illumination field in (0, 1]: a linear ramp in a random direction (light from
+    one side), or a spot of light with darker surroundings; the darkest point is 0.45-0.8."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    depth = float(rng.uniform(0.2, 0.55))
+    if rng.random() < 0.5:
+        a = float(rng.uniform(0, 2 * np.pi))
+        d = np.cos(a) * xx / max(w - 1, 1) + np.sin(a) * yy / max(h - 1, 1)
+        d = (d - d.min()) / max(float(d.max() - d.min()), 1e-6)
+    else:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        d = np.hypot((xx - cx) / max(w, 1), (yy - cy) / max(h, 1) * 0.5)
+        d = d / max(float(d.max()), 1e-6)
+    return (1.0 - depth * d)[..., None]
 
 
 def _perspective_coeffs(src, dst):
@@ -182,11 +245,25 @@ def render_line(text: str, font_path: str, rng: np.random.Generator,
     bg = _background(rng, h, w, options.degrade)
     contrast = rng.uniform(40, 110) if options.degrade and rng.random() < 0.3 else rng.uniform(150, 230)
     ink = np.clip(bg.mean() - contrast + rng.uniform(-10, 10, size=3), 0, 255)
+    if options.colour and rng.random() < options.colour:
+        paper, ink = _colour_pair(rng)
+        bg = bg - bg.mean(axis=(0, 1)) + paper  # keep the gradient/texture, change the colour
+        if contrast < 150:  # a low-contrast draw stays low contrast: ink moved toward the paper
+            ink = paper + (ink - paper) * (contrast / 200.0)
 
     mask = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(mask).text((mx - left, my - top), text, font=font, fill=255)
+    draw = ImageDraw.Draw(mask)
+    draw.text((mx - left, my - top), text, font=font, fill=255)
+    if options.rule and rng.random() < options.rule:
+        thick = max(1, int(round(size * rng.uniform(0.04, 0.08))))
+        # underline just below the glyphs' box, or a strike-through across its middle
+        y = my + th + max(1, size // 12) if rng.random() < 0.65 else my + th // 2
+        y = min(y, h - thick)
+        draw.rectangle((mx, y, mx + tw - 1, y + thick - 1), fill=255)
     alpha = np.asarray(mask, np.float32)[..., None] / 255.0
     img = bg * (1 - alpha) + ink * alpha
+    if options.degrade and options.lighting and rng.random() < options.lighting:
+        img = img * _lighting(rng, h, w)
     out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
     if not options.degrade:

@@ -49,6 +49,7 @@ class OcrSyntheticZhConfig(tfds.core.BuilderConfig):
     in_vocab_only: bool = True  # skip lines with characters the OFA vocabulary lacks (they decode to nothing)
     min_font_size: int = 24
     max_font_size: int = 48
+    render_style: str = "classic"  # `ofa_jax.data.render.STYLES`: "real" adds colour, rules, uneven light
     seed: int = 0
 
 
@@ -180,7 +181,7 @@ class OcrSyntheticZh(ArrayRecordBuilder):
             raise RuntimeError(f"{uid}: no font covers 100 sampled lines; check fonts/text sources")
         degraded = bool(rng.random() < cfg.degraded_fraction)
         opts = render.RenderOptions(min_font_size=cfg.min_font_size, max_font_size=cfg.max_font_size,
-                                    degrade=degraded)
+                                    degrade=degraded, **render.style_options(cfg.render_style))
         img = render.render_line(text, font, rng, opts)
         if degraded:
             lo, hi = opts.jpeg_quality
@@ -196,7 +197,7 @@ class OcrSyntheticZh(ArrayRecordBuilder):
 # ---------------------------------------------------------------------- rendered on access
 
 SETTABLE = ("degraded_fraction", "text_sources", "fixed_text_fraction", "min_chars", "max_chars",
-            "heldout_fonts", "min_font_size", "max_font_size", "seed")
+            "heldout_fonts", "min_font_size", "max_font_size", "render_style", "seed")
 
 
 def config_overrides(pairs, base: OcrSyntheticZhConfig) -> dict:
