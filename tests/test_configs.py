@@ -1,5 +1,5 @@
 """Every config in configs/ loads, and its data specs parse (a typo would otherwise surface only when a
-run starts, possibly on a lent GPU)."""
+run starts, possibly on an accelerator host far from here)."""
 import glob
 import importlib.util
 import os
@@ -10,7 +10,7 @@ from ofa_jax.data.builders import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not p.endswith("common.py"))
-CONFIGS.append(os.path.join(ROOT, "tools", "offline_gpu_run", "dryrun_config.py"))  # the pre-loan dry run's
+CONFIGS.append(os.path.join(ROOT, "tools", "offline_gpu_run", "dryrun_config.py"))  # the offline run's CPU dry run
 CONFIGS.append(os.path.join(ROOT, "ofa_jax", "train_defaults.py"))  # installed ofa-jax's (the notebooks')
 
 
@@ -44,7 +44,7 @@ def test_gpu_config_is_the_cpu_model():
 
 
 def test_dryrun_config_is_the_gpu_model_shrunk():
-    """The pre-loan dry run (tools/offline_gpu_run) exercises the GPU config's model and data, smaller."""
+    """The CPU dry run of tools/offline_gpu_run exercises the GPU config's model and data, smaller."""
     gpu = _load(os.path.join(ROOT, "configs", "ocr_zh_small_gpu.py"))
     dry = _load(os.path.join(ROOT, "tools", "offline_gpu_run", "dryrun_config.py"))
     assert dry.model.to_dict() == gpu.model.to_dict() and dry.data.train == gpu.data.train
