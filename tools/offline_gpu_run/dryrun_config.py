@@ -1,5 +1,6 @@
-"""``configs/ocr_zh_small_gpu.py`` shrunk for a dry run of ``run.sh`` on a 2-core CPU (README.md beside
-this file): batch 16, one rendering worker, a 256-line replay window, validation on 32 lines."""
+"""``configs/ocr_zh_small_gpu.py`` shrunk for a dry run of ``run.sh`` on a small CPU before the real run
+(README.md beside this file): batch 16, one rendering worker, a 256-line replay window, validation on
+32 lines."""
 import os
 import sys
 

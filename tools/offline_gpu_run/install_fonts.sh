@@ -1,6 +1,6 @@
 # Install (Debian/Ubuntu, as root) the thirteen CJK fonts the shipped model's data is rendered with:
 # eleven training fonts and the two WenQuanYi fonts that render only the held-out test split (the
-# last two by file name). probe.py checks this exact list before a GPU run.
+# last two by file name). prepare.sh packs the fonts it finds; install these first to train the recipe.
 #   Noto Sans CJK Light/Regular/Bold/Black, Noto Serif CJK Regular/Bold (their simplified-Chinese faces),
 #   Smiley Sans Oblique, AR PL SungtiL GB, KaitiM GB, UKai, UMing; test: WenQuanYi Zen Hei, Micro Hei.
 # Light and Black come from fonts-noto-cjk-extra, which has ten more weights; only these two are

@@ -1,61 +1,68 @@
-# On the GPU machine, from the repo root: train the shipped model's GPU config for a fixed time, export
-# it in bfloat16 and leave it in $OUT as <=15 MB pieces. See README.md beside this file.
+# On the host, from the root of the copied clone (with the .offline/ that prepare.sh packed): install the
+# wheels, train for a fixed wall time, export the model in bfloat16 to $OUT/model and score it. See
+# README.md beside this file.
 # Env (all optional):
-#   TRAIN_S     training wall time, s (default 400); STEP_S: seconds the step count is sized for (320)
-#   PROBE_B     batches the probe times (40); PY: python (python3); SKIP_PIP: wheels already installed
-#   CONFIG      default configs/ocr_zh_small_gpu.py; EXTRA: more --config.* flags
-#   INIT        a model dir to start from; default: INIT_TAR unpacked (default .devrun/init.tar.xz,
-#               which prepare.sh packs from the shipped model), else the shipped model dir
-#               ofa_jax/models/ofa-ocr-zh-small when it was sent; INIT_TAR=none: random weights
-#   REUSE / MAX_REUSE  replay factor (default: measured by the probe, at most 8)
-#   RATE_MARGIN the share of the probed rate the step count assumes (0.8)
-#   STEP_RATE / COMPILE_S  the train step's lines/s and compile seconds from an earlier probe on this
-#               kind of machine: the probe skips timing the step (one compilation less)
-#   DTYPE       compute dtype (float32; bfloat16 keeps float32 parameters and optimizer state)
-#   EVAL_N      val lines scored after the export (2000; 0 = none: the held-out test fonts are sent as
-#               stubs, so the test split is scored back here)
-#   WORKDIR     default /tmp/run; a run found there resumes, with its own step count, replay factor and
-#               compute dtype
+#   TRAIN_S     training wall time, s (default 1800); then SIGTERM: the run saves and exits cleanly
+#   STEP_S      seconds the step count is sized for (default 80% of TRAIN_S: validation and saving take the rest)
+#   CONFIG      default configs/ocr_zh_small_gpu.py; EXTRA: more ofa_jax.train flags (--config.seed=1 ...)
+#   INIT        model dir to start from (default: .offline/init, else the shipped model); none: random weights
+#   OUT         results (default offline_out): model/, probe.log, train.log, metrics.jsonl, eval.jsonl
+#   WORKDIR     the run directory (default runs/offline); a run found there resumes with its own step
+#               count, replay factor and compute dtype
+#   DTYPE       float32 (default) or bfloat16 compute (parameters and optimizer state stay float32)
+#   PROBE_B     batches the probe renders to time the input (40); MIN_STEPS (200)
+#   REUSE, MAX_REUSE  replay factor (default: train-step rate / rendering rate, at most MAX_REUSE = 8)
+#   RATE_MARGIN share of the probed rate the step count assumes (0.8)
+#   STEP_RATE, COMPILE_S  the step's lines/s and compile seconds from an earlier probe on the same kind of
+#               host: the probe skips timing the step (one compilation less)
+#   EVAL_N      lines of EVAL_SPLIT (default test) scored after the export (2000; 0: none)
+#   PACK        what prepare.sh packed (default .offline); SITE: where its wheels are installed
+#               (default $PACK/site); SKIP_PIP=1: the packages are installed already
+#   CHECK_FONTS=0  skip the check that the fonts found here are the packed ones; PY (default python3)
 set -u
 PY=${PY:-python3}; EXTRA=${EXTRA:-}; CONFIG=${CONFIG:-configs/ocr_zh_small_gpu.py}; INIT=${INIT:-}
-export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
-export DTYPE=${DTYPE:-float32}
-TRAIN_S=${TRAIN_S:-400}; STEP_S=${STEP_S:-320}; PROBE_B=${PROBE_B:-40}; EVAL_N=${EVAL_N:-2000}
+PACK=${PACK:-.offline}; SITE=${SITE:-$PACK/site}; OUT=${OUT:-offline_out}; W=${WORKDIR:-runs/offline}
+case $PACK in /*) ;; *) PACK=$PWD/$PACK ;; esac
+case $SITE in /*) ;; *) SITE=$PWD/$SITE ;; esac
+TRAIN_S=${TRAIN_S:-1800}; STEP_S=${STEP_S:-$((TRAIN_S * 4 / 5))}; PROBE_B=${PROBE_B:-40}
+EVAL_N=${EVAL_N:-2000}; EVAL_SPLIT=${EVAL_SPLIT:-test}
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 DTYPE=${DTYPE:-float32}
 T0=$(date +%s)
-[ -n "${SKIP_PIP:-}" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-mkdir -p /tmp/fonts && tar -C /tmp/fonts -xJf .devrun/fonts.tar.xz && export OFA_JAX_FONT_DIRS=/tmp/fonts
-[ -f .devrun/words.txt.xz ] && export OFA_JAX_WORDS_DICT=$PWD/.devrun/words.txt.xz  # the `words` text source
-if [ -z "$INIT" ] && [ "${INIT_TAR:-}" != none ]; then
-  INIT_TAR=${INIT_TAR:-.devrun/init.tar.xz}
-  if [ -f "$INIT_TAR" ]; then
-    mkdir -p /tmp/init && tar -C /tmp/init -xJf "$INIT_TAR" && INIT=$(dirname "$(ls /tmp/init/*/config.json | head -1)")
-  elif [ -f ofa_jax/models/ofa-ocr-zh-small/config.json ]; then
-    INIT=ofa_jax/models/ofa-ocr-zh-small
-  fi
-fi
-[ -n "$INIT" ] && EXTRA="--config.init.model_dir=$INIT $EXTRA" && echo "init: $INIT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; df -h /tmp | tail -1
-$PY -c "import jax, flax, optax, orbax.checkpoint as o, grain, PIL, transformers, numpy; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'pil', PIL.__version__, 'tf', transformers.__version__, 'np', numpy.__version__)" || exit 1
-W=${WORKDIR:-/tmp/run}
-if [ -f $W/config.json ]; then  # a run this machine started before: resume it with its own settings
-  $PY -c "import json; c = json.load(open('$W/config.json')); print(c['total_steps'], c['data']['replay_reuse'], c['model']['dtype'])" > /tmp/probe.txt
+mkdir -p "$OUT"
+if [ -z "${SKIP_PIP:-}" ] && [ -d "$PACK/wheels" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$PACK"/wheels/*.whl || exit 1
+  export PYTHONPATH=$SITE:$PWD
 else
-  $PY tools/offline_gpu_run/probe.py $CONFIG $STEP_S $PROBE_B /tmp/probe.txt 2>&1 | grep -v "^WARNING:absl" | tee $OUT/probe.log
+  export PYTHONPATH=$PWD
 fi
-read STEPS REUSE DT < /tmp/probe.txt || exit 1
+if [ -f "$PACK/fonts/fonts.txt" ]; then
+  export OFA_JAX_FONT_DIRS=$PACK/fonts FONTS_LIST=$PACK/fonts/fonts.txt
+fi
+if [ -z "$INIT" ]; then
+  if [ -f "$PACK/init/config.json" ]; then INIT=$PACK/init; else INIT=ofa_jax/models/ofa-ocr-zh-small; fi
+fi
+[ "$INIT" != none ] && EXTRA="--config.init.model_dir=$INIT $EXTRA" && echo "init: $INIT"
+$PY -c "import jax, flax, optax, grain; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__)" || exit 1
+nproc; df -h /tmp | tail -1
+if [ -f "$W/config.json" ]; then  # a run started here before: resume it with its own settings
+  $PY -c "import json; c = json.load(open('$W/config.json')); print(c['total_steps'], c['data']['replay_reuse'], c['model']['dtype'])" > "$OUT/probe.txt"
+else
+  $PY tools/offline_gpu_run/probe.py "$CONFIG" "$STEP_S" "$PROBE_B" "$OUT/probe.txt" 2>&1 | grep -v "^WARNING:absl" | tee "$OUT/probe.log"
+fi
+read -r STEPS REUSE DT < "$OUT/probe.txt" || exit 1
 DTYPE=${DT:-$DTYPE}  # a resumed run keeps its own
-echo "setup $(( $(date +%s) - T0 ))s; total_steps $STEPS, replay reuse $REUSE"
+echo "setup $(( $(date +%s) - T0 ))s; total_steps $STEPS, replay reuse $REUSE, $DTYPE compute"
 RUN="--config $CONFIG --workdir $W --config.total_steps=$STEPS --config.data.replay_reuse=$REUSE --config.model.dtype=$DTYPE $EXTRA"
-timeout -s TERM $TRAIN_S $PY -m ofa_jax.train $RUN 2>&1 | grep -v "^WARNING:absl" | tee $OUT/train.log
+timeout -s TERM "$TRAIN_S" $PY -m ofa_jax.train $RUN 2>&1 | grep -v "^WARNING:absl" | tee "$OUT/train.log"
 echo "trained $(( $(date +%s) - T0 ))s"
-cp $W/metrics.jsonl $OUT/ 2>/dev/null
-$PY -m ofa_jax.train $RUN --export /tmp/model --export_dtype bfloat16 2>&1 | grep -v "^WARNING:absl" | tail -3
-ls -la /tmp/model && tar -C /tmp -cf - model | split -b 15m - $OUT/model.tar.
-echo "exported $(( $(date +%s) - T0 ))s"
+cp "$W/metrics.jsonl" "$OUT/" 2>/dev/null
+rm -rf "$OUT/model"
+$PY -m ofa_jax.train $RUN --export "$OUT/model" --export_dtype bfloat16 2>&1 | grep -v "^WARNING:absl" | tail -3
+[ -f "$OUT/model/params.safetensors" ] || { echo "no export in $OUT/model" >&2; exit 1; }
+echo "exported $(( $(date +%s) - T0 ))s: $OUT/model"
 if [ "$EVAL_N" -gt 0 ]; then
-  $PY -m ofa_jax.evaluate --model /tmp/model --split val --limit $EVAL_N --batch-size 256 --beam 1 \
-    --data "render:mixed,max_chars=12,heldout_fonts=2,degraded_fraction=0.3" --output $OUT/eval_val.jsonl 2>&1 \
-    | grep -v "^WARNING:absl" | tail -5
+  DATA=$($PY -c "import importlib.util as u; s = u.spec_from_file_location('c', '$CONFIG'); m = u.module_from_spec(s); s.loader.exec_module(m); print(m.get_config().data.val)")
+  $PY -m ofa_jax.evaluate --model "$OUT/model" --split "$EVAL_SPLIT" --limit "$EVAL_N" --batch-size 256 --views id \
+    --data "$DATA" --output "$OUT/eval.jsonl" 2>&1 | grep -v "^WARNING:absl" | tail -5
 fi
 echo "done $(( $(date +%s) - T0 ))s"

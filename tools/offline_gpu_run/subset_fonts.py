@@ -1,13 +1,11 @@
-"""Subset the CJK fonts found here to the characters synthetic lines can contain, for a machine with no
-font packages and a size limit on what can be sent to it (fonts shrink ~5x: 88 MB of Noto -> 16 MB).
+"""Subset the CJK fonts in a directory, in place, to the characters synthetic lines can contain
+(fonts shrink about 5x: 88 MB of Noto -> 16 MB), for a slow or size-limited way to the host.
 
-    python tools/offline_gpu_run/subset_fonts.py OUT_DIR [--probe-only 2]
+    python tools/offline_gpu_run/subset_fonts.py DIR   (prepare.sh with SUBSET_FONTS=1)
 
 Glyph outlines are kept as they are; only unused glyphs go. A collection keeps one face, the one
-``render.face_index`` draws with, so the subset draws the same glyphs as the full file here.
-``--probe-only N`` reduces the last N fonts (the held-out test fonts of ``heldout_fonts=N``) to the
-few characters that make them count as CJK fonts: a training machine needs them only so that the
-sorted font list, and with it the held-out split, stays the same. Needs ``pip install fonttools``.
+``render.face_index`` draws with, so the subset draws the same glyphs as the full file. File names stay
+the same, and with them the font order that decides the held-out split. Needs ``pip install fonttools``.
 """
 import argparse
 import os
@@ -29,14 +27,14 @@ def line_characters() -> set[str]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out_dir")
-    ap.add_argument("--probe-only", type=int, default=0, help="reduce the last N fonts to the CJK probe")
+    ap.add_argument("dir", help="directory of font files, subset in place")
     args = ap.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
-    fonts = render.find_cjk_fonts()
-    full = line_characters()
-    for i, path in enumerate(fonts):
-        chars = render._CJK_PROBE if i >= len(fonts) - args.probe_only else full
+    chars = line_characters()
+    for name in sorted(os.listdir(args.dir)):
+        path = os.path.join(args.dir, name)
+        if not name.lower().endswith((".ttf", ".ttc", ".otf")):
+            continue
+        before = os.path.getsize(path)
         face = render.face_index(path)  # the face lines are drawn with (Noto CJK: SC, not JP)
         font = TTFont(path, fontNumber=face)
         opts = subset.Options()
@@ -44,9 +42,8 @@ def main():
         sub = subset.Subsetter(opts)
         sub.populate(unicodes=[ord(c) for c in chars])
         sub.subset(font)
-        dst = os.path.join(args.out_dir, os.path.basename(path))  # same file name: same font order
-        font.save(dst)
-        print(f"{os.path.basename(path)}: {os.path.getsize(path) // 1024} -> {os.path.getsize(dst) // 1024} KB")
+        font.save(path)
+        print(f"{name}: {before // 1024} -> {os.path.getsize(path) // 1024} KB")
 
 
 if __name__ == "__main__":
