@@ -23,9 +23,10 @@ PLATFORM=${PLATFORM:-manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x
 INIT=${INIT:-ofa_jax/models/ofa-ocr-zh-small}
 PLAT_ARGS=""; for p in $PLATFORM; do PLAT_ARGS="$PLAT_ARGS --platform $p"; done
 mkdir -p "$OUT/wheels"
-if [ -d .git ]; then  # keep the packs out of git status
+if [ -d .git ]; then  # keep the pack (when inside the clone) and run.sh's results out of git status
   mkdir -p .git/info
-  for p in "/$OUT/" /offline_out/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
+  case $OUT in /*) excl=/offline_out/ ;; *) excl="/${OUT#./}/ /offline_out/" ;; esac
+  for p in $excl; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
 fi
 
 # Wheels: one per package at the version installed here; a package with no wheel (pure-Python sdist) is
