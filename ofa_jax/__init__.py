@@ -18,6 +18,7 @@ _LAZY = {
     "OFATokenizer": "ofa_jax.tokenizer",
     "GenerationConfig": "ofa_jax.decoding",
     "Recognizer": "ofa_jax.recognizer",
+    "PageReader": "ofa_jax.pages",
     "save_model_dir": "ofa_jax.modeldir",
 }
 

@@ -238,13 +238,10 @@ class TextDetector:
         boxes, scores = boxes_from_prob(self.prob_map(resized), image.shape[:2], self.db)
         return Detection(boxes, scores, image.shape[:2])
 
-    def __call__(self, image: Any) -> Detection:
-        """A page (path, bytes, PIL image, RGB uint8 array) -> its text boxes in page coordinates.
-        Raises ofa_jax.ImageError for an unreadable page."""
+    def detect_rgb(self, rgb: np.ndarray) -> Detection:
+        """An RGB uint8 (H, W, 3) page -> its text boxes in page coordinates (the huge-page rule, then
+        RapidOCR's detector stage)."""
         import cv2
-        from ofa_jax.preprocess import load_image
-
-        rgb = np.asarray(load_image(image))
         h, w = rgb.shape[:2]
         sh, sw = shrink_shape(h, w, self.settings["max_side_len"])
         work = self.to_channels(rgb)
@@ -255,3 +252,9 @@ class TextDetector:
             det.boxes = det.boxes * np.array([w / sw, h / sh], np.float32)
         det.shape = (h, w)
         return det
+
+    def __call__(self, image: Any) -> Detection:
+        """A page (path, bytes, PIL image, RGB uint8 array) -> its text boxes in page coordinates.
+        Raises ofa_jax.ImageError for an unreadable page."""
+        from ofa_jax.preprocess import load_image
+        return self.detect_rgb(np.asarray(load_image(image)))

@@ -4,7 +4,8 @@ fixtures, the sample pages in ``examples/pages/`` and the page benchmark.
 
 Texts are the held-out evaluation lines (``ofa_jax/data/eval_exclude.txt``: the shipped recogniser
 never trained on them), so end-to-end accuracy on these pages is honest. Every line's ground truth
-is the quadrilateral of its ink box after the page's warp, and its text.
+is the quadrilateral of its ink box with a margin (``GT_MARGIN``), after the page's warp, and
+its text.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 KINDS = ("document", "columns", "receipt", "sign")
+GT_MARGIN = 0.2   # ground-truth boxes: the ink box grown by this fraction of the line's height
 
 
 @dataclasses.dataclass
@@ -64,8 +66,9 @@ class _Writer:
         if anchor_right:
             x -= x1 - x0
         self.draw.text((x - x0, y - y0), text, font=font, fill=fill)
-        self.boxes.append(np.array([[x, y], [x + x1 - x0, y], [x + x1 - x0, y + y1 - y0], [x, y + y1 - y0]],
-                                   np.float32))
+        m = GT_MARGIN * (y1 - y0)   # annotation boxes leave a margin around the ink
+        self.boxes.append(np.array([[x - m, y - m], [x + x1 - x0 + m, y - m], [x + x1 - x0 + m, y + y1 - y0 + m],
+                                    [x - m, y + y1 - y0 + m]], np.float32))
         self.texts.append(text)
         return y1 - y0
 
