@@ -285,3 +285,51 @@ def draw_page(rgb: np.ndarray, result: PageResult, font_path: Optional[str] = No
         font = load_font(fonts[0], size) if fonts else None
         d.text((shifted[0][0] + 2, shifted[0][1]), f"{n} {line.text}", fill=colour, font=font)
     return canvas
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def quad_iou(a, b) -> float:
+    """IoU of two convex quadrilaterals (exact polygon intersection)."""
+    import cv2
+    a = np.asarray(a, np.float32).reshape(4, 2)
+    b = np.asarray(b, np.float32).reshape(4, 2)
+    inter, _ = cv2.intersectConvexConvex(a, b)
+    union = abs(cv2.contourArea(a)) + abs(cv2.contourArea(b)) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def page_scores(pred_boxes, pred_texts, gt_boxes, gt_texts, iou: float = 0.5) -> dict:
+    """One page: greedy one-to-one matching by IoU (>= ``iou``), counts for detection precision/recall
+    and, per ground-truth line, exact text (benchmark normalisation) and normalised edit distance
+    (1 for a missed line)."""
+    from ofa_jax.data.metrics import normalize_benchmark, normalized_edit_distance
+    pairs = sorted(((quad_iou(p, g), i, j) for i, p in enumerate(pred_boxes) for j, g in enumerate(gt_boxes)),
+                   reverse=True)
+    used_p, used_g, match = set(), set(), {}
+    for v, i, j in pairs:
+        if v < iou:
+            break
+        if i not in used_p and j not in used_g:
+            used_p.add(i), used_g.add(j)
+            match[j] = i
+    correct, ned = 0, 0.0
+    for j, t in enumerate(gt_texts):
+        if j in match:
+            p, g = normalize_benchmark(pred_texts[match[j]]), normalize_benchmark(t)
+            correct += p == g
+            ned += normalized_edit_distance(p, g)
+        else:
+            ned += 1.0
+    return {"pred": len(pred_boxes), "gt": len(gt_boxes), "matched": len(match), "correct": correct, "ned": ned}
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """Pages' ``page_scores`` -> precision, recall, H-mean, end-to-end line accuracy and mean NED."""
+    n = {k: sum(r[k] for r in rows) for k in ("pred", "gt", "matched", "correct", "ned")}
+    p = n["matched"] / n["pred"] if n["pred"] else 0.0
+    r = n["matched"] / n["gt"] if n["gt"] else 0.0
+    return {"pages": len(rows), "lines": n["gt"], "precision": p, "recall": r,
+            "hmean": 2 * p * r / (p + r) if p + r else 0.0, "line_acc": n["correct"] / max(n["gt"], 1),
+            "ned": n["ned"] / max(n["gt"], 1)}

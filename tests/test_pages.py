@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from ofa_jax.pages import crop_line, dark_text_on_light, reading_order
+from ofa_jax.pages import crop_line, dark_text_on_light, page_scores, quad_iou, reading_order, summarize
 from ofa_jax.recognizer import BUNDLED_MODEL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +67,20 @@ def test_light_text_on_dark_is_inverted_dark_on_light_kept():
     assert flipped[0, 0].tolist() == [225] * 3 and flipped[20, 100].tolist() == [15] * 3
     paper = 255 - line
     assert dark_text_on_light(paper) is paper
+
+
+def test_page_metrics():
+    """IoU of quads, one-to-one matching at 0.5 (highest IoU first: the exact duplicate wins the
+    first line, so its wrong text counts), P/R/H-mean and end-to-end accuracy/NED by hand."""
+    a, b = rect(0, 0, 10, 10), rect(5, 0, 15, 10)
+    assert abs(quad_iou(a, b) - 50 / 150) < 1e-6 and quad_iou(a, a) == 1.0
+    gt = [rect(0, 0, 100, 20), rect(0, 40, 100, 60), rect(0, 80, 100, 100)]
+    pred = [rect(1, 41, 99, 61), rect(0, 0, 100, 21), rect(200, 0, 300, 20), rect(0, 0, 100, 20)]
+    row = page_scores(pred, ["第二行", "第一行", "多余", "重复"], gt, ["第一行", "第二行", "第三行"])
+    assert row == {"pred": 4, "gt": 3, "matched": 2, "correct": 1, "ned": 2.0}
+    s = summarize([row])
+    assert (s["precision"], s["recall"], s["line_acc"]) == (0.5, 2 / 3, 1 / 3) and abs(s["hmean"] - 4 / 7) < 1e-9
+    assert abs(s["ned"] - 2 / 3) < 1e-9
 
 
 # ---------------------------------------------------------------------------------------------- PageReader
@@ -156,3 +170,10 @@ def test_ocr_command_as_documented(tmp_path):
     from PIL import Image
     with Image.open(draw / "sign.png") as im:
         assert im.size == (2 * rows[1]["width"], rows[1]["height"])
+
+
+@pytest.mark.parametrize("module", ["ofa_jax.ocr", "tools.convert_detector"])
+def test_help(module):
+    from test_cli_fresh import run
+    p = run(f"python -m {module} --help", dict(os.environ))
+    assert p.returncode == 0 and p.stdout.startswith(f"usage: python -m {module} "), p.stdout[:200]
