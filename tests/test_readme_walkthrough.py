@@ -1,8 +1,8 @@
-"""The README's commands, run as written, in README order, in a scratch directory that holds the files
-they name: random-weight stand-ins for the released checkpoints (a ModelScope dir and a fairseq ``.pt``
-of the micro preset, so decoding with them prints arbitrary text; the first decode uses the shipped
-model), the shipped example images, and a label folder
-with train/val/test splits. Training commands get flags that make them small (2 steps of 2 images at
+"""The commands of the README and docs/ (```bash blocks), run as written, in page order
+(``test_readme.PAGES``), in a scratch directory that holds the files they name: random-weight stand-ins
+for the released checkpoints (a ModelScope dir and a fairseq ``.pt`` of the micro preset, so decoding
+with them prints arbitrary text; the first decode uses the shipped model), the shipped example images,
+and a label folder with train/val/test splits. Training commands get flags that make them small (2 steps of 2 images at
 64x64); the two set-up commands (``pip install ...``, ``pytest``) are what ``.ci/run`` runs.
 ``test_readme.py`` checks the arguments of every command against the parsers; this runs them."""
 import json
@@ -71,7 +71,7 @@ def scratch(tmp_path):
 
 def test_readme_commands_run_as_written(scratch):
     cmds = [c for c in readme_commands() if not c.startswith(SETUP)]
-    # the README's decodes with --model read the model a conversion (further down) writes: convert first
+    # the decodes with --model (docs/decode.md) read the model a conversion (docs/convert.md) writes: convert first
     cmds.sort(key=lambda c: not c.startswith("python -m tools.convert_weights path/to"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
            "TFDS_DATA_DIR": str(scratch / "tfds"), "OFA_JAX_CACHE_DIR": str(scratch / "jax_cache")}
