@@ -9,7 +9,7 @@ an edit script from truth to prediction (``difflib``, no junk heuristic) replace
 insertion counts against the line but no class. The line table groups lines by the classes they
 contain (a line with Latin and level-2 hanzi counts in both rows).
 
-Why: the session-12 model misread 29% of Latin letters and 19% of level-2 hanzi on the test split,
+Why: the shipped model misread 29% of Latin letters and 19% of level-2 hanzi on the test split,
 against 1.8% of level-1 hanzi; the Latin misses were WordPiece spelling, not glyphs (bench/RESULTS.md).
 """
 from __future__ import annotations

@@ -3,8 +3,8 @@
     python bench/learning_curve.py runs/zh_small [--every 500]
 
 Wall time is the training time summed over logging intervals (each interval's images / its measured
-images/s: compilation after a start or resume included, validation excluded), so runs resumed across
-sessions add up correctly.
+images/s: compilation after a start or resume included, validation excluded), so a run resumed many
+times adds up correctly.
 """
 import argparse
 import json

@@ -16,8 +16,8 @@ with other font files instead of its own: e.g. the val texts in fonts that neith
 test split uses, a third set of unseen fonts on which to check choices made on val.
 
 Why: the held-out fonts of the test split differ from the training fonts in glyph proportions, stroke
-weight and metrics as much as in shapes; this measures how much each costs (bench/RESULTS.md,
-session 16), and whether ``data.augment_geometry`` training removes it.
+weight and metrics as much as in shapes; this measures how much each costs (bench/RESULTS.md, section
+"image changes"), and whether ``data.augment_geometry`` training removes it.
 """
 from __future__ import annotations
 

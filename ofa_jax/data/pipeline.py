@@ -127,7 +127,7 @@ def augment_geometry(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     margins (which change a long line's glyph size after the line resize) and stroke weight (about half
     a pixel thicker or thinner: a 3x3 min/max filter at twice the size). Why: a model trained on
     eleven fonts reads 87.0% of held-out-font lines, 69.7% when they are 15% wider, 80.9% with 10%
-    more margin, 57.6% with strokes 1 px thicker (bench/RESULTS.md, session 16)."""
+    more margin, 57.6% with strokes 1 px thicker (bench/RESULTS.md, section "image changes")."""
     if rng.random() < 0.5:
         f = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
         img = img.resize((max(1, round(img.width * f)), img.height), Image.BICUBIC)

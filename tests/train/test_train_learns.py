@@ -1,7 +1,8 @@
 """A short from-scratch run on rendered digits lowers the loss and reads single digits above chance.
 
 Single digits: from scratch the model learns glyphs in a few hundred steps but takes thousands to
-align longer lines (bench/RESULTS.md, "Why the CPU runs stalled"); 1-2-digit lines stayed at chance."""
+align longer lines (the shipped model's card, ofa_jax/models/ofa-ocr-zh-small/README.md, "What shaped this
+recipe"); 1-2-digit lines stayed at chance."""
 import numpy as np
 
 from helpers import tiny_config, train_losses
