@@ -55,7 +55,8 @@ class OFAConfig:
     # Also add the position embeddings to the image/token embeddings (ModelScope's
     # ``entangle_position_embedding``; off in every released OFA, where positions enter only as
     # attention biases). Tried for from-scratch line models: it did not speed up learning where the
-    # k-th glyph is (bench/RESULTS.md, "Why the CPU runs stalled"), so our configs leave it off.
+    # k-th glyph is (ofa_jax/models/ofa-ocr-zh-small/README.md, "What shaped this recipe"), so our
+    # configs leave it off.
     entangle_position_embedding: bool = False
     activation_function: str = "gelu"
     dropout: float = 0.1

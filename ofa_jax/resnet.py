@@ -32,7 +32,7 @@ class Conv(nn.Module):
     """A bias-free convolution with ``nn.Conv``'s ``kernel`` parameter ((kh, kw, in, out), same init).
 
     1x1 kernels run as a matrix product: XLA:CPU computes the gradients of a 1x1
-    ``conv_general_dilated`` ~3.5x slower than those of the equivalent dot (bench/RESULTS_train.md);
+    ``conv_general_dilated`` ~3.5x slower than those of the equivalent dot (docs/performance.md);
     stride s keeps every s-th pixel, as the strided 1x1 convolution does. ``out_scale`` multiplies the
     kernel's output channels: a frozen BatchNorm folded into the convolution (``FrozenBN``).
     """
@@ -69,7 +69,7 @@ class FrozenBN(nn.Module):
     ``train_bn`` switch freely. Why: applied after the convolution a frozen BatchNorm costs two passes
     over the activation (forward and backward) that XLA:CPU does not fuse into the convolution;
     folded, ``conv(x, w * s) + t`` equals ``(conv(x, w) - mean) * scale / sqrt(var + eps) + bias`` to
-    rounding; the ResNet's training step is faster (bench/RESULTS_train.md).
+    rounding; the ResNet's training step is faster (docs/performance.md).
     """
     epsilon: float = 1e-5
 

@@ -2,7 +2,7 @@
 
 Why: on CPU, jaxlib 0.10's XLA hands reductions to YNNPACK ("ynn_fusion" in a profile), which sums
 the columns of a (912, 3072) array in ~30 ms where XLA's own loop takes ~0.7 ms. In the base train
-step these are the LayerNorm and bias gradients: ~16% of the step (bench/RESULTS_train.md). We keep
+step these are the LayerNorm and bias gradients: ~16% of the step (docs/performance.md). We keep
 YNNPACK for what it is fast at, matrix products and convolutions. Other backends get no options,
 and a jaxlib that does not know the option (older or newer) is probed once and left at its defaults.
 """

@@ -1,4 +1,4 @@
-"""What the README's Security section promises: we never unpickle with full pickle, and nothing we
+"""What docs/security.md promises: we never unpickle with full pickle, and nothing we
 write is a pickle."""
 import ast
 import os

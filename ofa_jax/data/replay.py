@@ -1,7 +1,7 @@
 """A growing replay buffer: train faster than lines can be rendered, with the same batches every run.
 
-On an accelerator a small OCR model takes lines faster than CPU processes can render them (the GPU run
-in ``bench/RESULTS.md`` waited on its 15 rendering workers). `ReplayIterator` prepares every line once,
+On an accelerator a small OCR model takes lines faster than CPU processes can render them (the GPU training run
+in ``docs/performance.md`` waited on its 15 rendering workers). `ReplayIterator` prepares every line once,
 in worker processes, into a buffer on disk-backed shared memory, and draws each batch from lines
 already prepared:
 

@@ -141,7 +141,7 @@ def accum_loop(cfg, backend: Optional[str] = None) -> str:
 
     "auto" is "host" on CPU: XLA:CPU runs convolutions inside a scan's loop body 5-12x slower than
     unrolled, and the unrolled program of K micro-batches is K times larger (for tiny at 480x480 with
-    8 micro-batches its compiled form alone held ~1 GB and took ~95 s to compile; bench/RESULTS_train.md).
+    8 micro-batches its compiled form alone held ~1 GB and took ~95 s to compile; docs/performance.md).
     A Python loop over one jitted micro-batch step costs neither. Elsewhere "auto" is a scan: the loop
     stays on the device."""
     loop = cfg.get("grad_accum_loop", "auto")
