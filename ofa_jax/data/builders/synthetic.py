@@ -252,8 +252,9 @@ class RenderedSynthetic:
         pools, self.randoms = self.builder.text_pools()
         self.pool = pools[split]
         self.exclude = load_eval_exclude()
-        # True: clean lines come as pixels (train.py sets it: skips a PNG encode + decode per line, ~25%
-        # of the cost of a line; the pipeline sees the same pixels). False: records as a build writes them.
+        # True: clean lines come as pixels (ofa_jax/train/inputs.py sets it: skips a PNG encode + decode
+        # per line, ~25% of the cost of a line; the pipeline sees the same pixels). False: records as a
+        # build writes them.
         self.decoded = False
 
     def __len__(self) -> int:
