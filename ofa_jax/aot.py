@@ -459,7 +459,8 @@ def train_program(cfg, devices, topology: str) -> Report:
         notes.append(f"remat={remat}: the roofline's compute time includes the recomputed forward; MFU does not")
     what = (f"{cfg.init.model_dir or cfg.model.preset}, {cfg.model.dtype} compute, global batch {b} "
             f"({b / n_batch_dev:g} per data shard), {h}x{w}, {t} target tokens, remat={remat}, "
-            f"scan={bool(cfg.model.get('scan', False))}")
+            f"scan={bool(cfg.model.get('scan', False))}"
+            + (", fused attention" if cfg.model.get("fused_attention", False) else ""))
     rep = Report("train step", what, topology, chips, chip_spec(devices[0]),
                  {k: int(v) for k, v in s.mesh.shape.items()}, secs, _memory(compiled), xla_flops, accessed,
                  sum(r["bytes"] for r in ops), 3.0 * copies * fwd * b / chips,  # forward + backward (2x forward)

@@ -32,6 +32,10 @@ and the loss. ``cast_params`` additionally stores inference weights in bfloat16.
 model, bfloat16 decoding reads 99.25% of the 2,000 held-out test lines as float32 does, with the
 same accuracy (``bench/mixed_precision.py``).
 
+Fused attention (``OFA(fused_attention=True)``, TPU only): the encoder's self-attention runs as JAX's
+Pallas flash-attention kernel, so its (B, H, N, N) scores never reach HBM; ``ofa_jax.fused_attention``
+says how OFA's position bias gets in and what that costs. The decoder's attention (N ~ 64) stays XLA's.
+
 Gradient checkpointing (``OFA.remat``): "layers" recomputes each encoder/decoder layer in the
 backward pass instead of storing its activations, "full" also each ResNet Bottleneck block; the
 numbers are unchanged (the same ops run again; dropout masks come from the same rng). It is
@@ -111,6 +115,7 @@ class OFAAttention(nn.Module):
     config: OFAConfig
     num_heads: int
     dtype: Any = jnp.float32
+    fused: bool = False  # ofa_jax.fused_attention (TPU): scores never leave vector memory
 
     def setup(self):
         d, dt = self.config.d_model, self.dtype
@@ -124,6 +129,8 @@ class OFAAttention(nn.Module):
             self.c_attn = self.param("c_attn", nn.with_logical_partitioning(nn.initializers.ones, ("head_scale",)),
                                      (self.num_heads,))
         self.attn_dropout = nn.Dropout(self.config.attention_dropout)
+        if self.fused and self.config.attention_dropout:
+            raise ValueError("fused attention has no attention dropout: set attention_dropout=0 or fused_attention=False")
 
     def _split(self, x):
         return x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))
@@ -150,7 +157,11 @@ class OFAAttention(nn.Module):
 
     def __call__(self, x, k, v, bias, mask, deterministic=True):
         q = self._split(self.q_proj(x) * self.scaling)
-        out = attention(q, k, v, bias, mask, self.attn_dropout, deterministic)
+        if self.fused:
+            from ofa_jax import fused_attention
+            out = fused_attention.attention(q, k, v, bias, mask)
+        else:
+            out = attention(q, k, v, bias, mask, self.attn_dropout, deterministic)
         if self.config.scale_heads:
             out = out * self.c_attn[:, None].astype(out.dtype)
         return self.out_proj(out.reshape(out.shape[:-2] + (-1,)))
@@ -192,9 +203,11 @@ class _Layer(nn.Module):
 
 
 class EncoderLayer(_Layer):
+    fused_attention: bool = False
+
     def setup(self):
         c = self.config
-        self.self_attn = OFAAttention(c, c.encoder_attention_heads, self.dtype)
+        self.self_attn = OFAAttention(c, c.encoder_attention_heads, self.dtype, self.fused_attention)
         self.self_attn_layer_norm = _layer_norm("self_attn_layer_norm")
         if c.normformer:
             self.self_attn_mid_layer_norm = _layer_norm("self_attn_mid_layer_norm")
@@ -350,6 +363,7 @@ class Encoder(nn.Module):
     dtype: Any = jnp.float32
     remat: str = "none"
     scan: bool = False
+    fused_attention: bool = False
 
     def setup(self):
         c, d, h = self.config, self.config.d_model, self.config.encoder_attention_heads
@@ -370,10 +384,10 @@ class Encoder(nn.Module):
         self.pos_k_linear = _dense(d, ("embed", "heads"), "pos_k_linear", None)
         n_tok, n_img = 2 * c.token_bucket_size - 1, (2 * c.image_bucket_size - 1) ** 2 + 3
         if self.scan:  # one layer module, parameters stacked by the scan (encoder/layers/...)
-            self.layers = EncoderLayer(c, 0.0, self.dtype)
+            self.layers = EncoderLayer(c, 0.0, self.dtype, self.fused_attention)
         else:
             rates = block_drop_path_rates(c.encoder_drop_path_rate, c.encoder_layers)
-            self.layers = [EncoderLayer(c, rates[i], self.dtype) for i in range(c.encoder_layers)]
+            self.layers = [EncoderLayer(c, rates[i], self.dtype, self.fused_attention) for i in range(c.encoder_layers)]
         if c.encoder_normalize_before:
             self.layer_norm = _layer_norm("layer_norm")
         if self.scan and not c.share_attn_bias:
@@ -705,12 +719,14 @@ class OFA(nn.Module):
     frozen_bn: bool = True         # BatchNorm uses running stats even in training (OFA fine-tuning default)
     remat: str = "none"            # gradient checkpointing: "none", "layers" (transformer layers), "full" (+ ResNet blocks)
     scan: bool = False             # layer stacks as nn.scan over stacked parameters (ofa_jax.layout.stack_layers)
+    fused_attention: bool = False  # encoder self-attention as a Pallas flash-attention kernel (TPU only)
 
     def setup(self):
         c = self.config
         check_remat(self.remat)
         self.embed_tokens = _embed(c.vocab_size, c.d_model, "embed_tokens", dtype=self.dtype)
-        self.encoder = Encoder(c, self.embed_tokens, self.frozen_bn, self.dtype, self.remat, self.scan)
+        self.encoder = Encoder(c, self.embed_tokens, self.frozen_bn, self.dtype, self.remat, self.scan,
+                               self.fused_attention)
         self.decoder = Decoder(c, self.embed_tokens, self.dtype, self.remat, self.scan)
 
     def __call__(self, images, src_tokens, prev_tokens, image_valid=None, train: bool = False):

@@ -96,6 +96,11 @@ def activations_on(mesh: Optional[Mesh]):
         _ACTIVATIONS_MESH.reset(token)
 
 
+def activations_mesh() -> Optional[Mesh]:
+    """The mesh set by `activations_on`, or None."""
+    return _ACTIVATIONS_MESH.get()
+
+
 def constrain_batch(x):
     """``x`` split over the batch (data x fsdp), the rest replicated, when a mesh is set by
     `activations_on`; else ``x`` unchanged.

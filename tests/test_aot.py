@@ -57,6 +57,34 @@ def test_micro_train_step_and_decode_compile_for_v5e_2x2():
 
 
 @needs_libtpu
+def test_fused_attention_compiles_as_a_mosaic_kernel_per_device():
+    """model.fused_attention: the Pallas kernel inside a shard_map over data x fsdp (XLA cannot partition
+    a Mosaic call); the train step compiles for the slice and the kernel is in it."""
+    r = _aot("--topology", "v5e:2x2", "--config", "configs/ocr_cpu_synthetic.py", "--config.mesh.data=2",
+             "--config.mesh.fsdp=2", "--config.batch_size=8", "--config.model.dtype=bfloat16",
+             "--config.model.fused_attention=True", "--json", "--top", "100000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    train = json.loads(r.stdout)
+    assert train["what"].endswith("fused attention") and train["fits"]
+    # the forward kernel and the two backward ones (dq; dk and dv), in each of micro's 2 encoder layers
+    kernels = [op["source"].split("/")[-2].split("_block")[0] for op in train["heaviest_ops"]
+               if op["op"] == "custom-call" and op["source"].endswith("/pallas_call")]
+    assert sorted(kernels) == ["flash_mha_bwd_dkv"] * 2 + ["flash_mha_bwd_dq"] * 2 + ["jit(flash_attention)"] * 2, kernels
+
+
+def test_fused_attention_off_tpu_is_a_config_error():
+    import runpy
+
+    from ofa_jax import train
+
+    cfg = runpy.run_path(os.path.join(ROOT, "configs", "ocr_cpu_synthetic.py"))["get_config"]()
+    with cfg.unlocked():
+        cfg.model.fused_attention = True
+    with pytest.raises(train.ConfigError, match="TPUs only"):
+        train.build(cfg, 100)
+
+
+@needs_libtpu
 def test_bad_topology_and_mesh_are_one_line_errors():
     r = _aot("--topology", "v5e:3x3", "--decode", "micro", timeout=300)
     assert r.returncode == 2

@@ -180,9 +180,9 @@ def test_train_mode_draws_masks_in_the_scan():
     assert not np.allclose(r1, det) and not np.allclose(r1, r3)
 
 
-def _loss_and_grads(cfg, scan, remat, frozen_bn, v, key=7):
+def _loss_and_grads(cfg, scan, remat, frozen_bn, v, key=7, fused_attention=False):
     images, src, prev, tgt = _batch()
-    model = OFA(cfg, remat=remat, frozen_bn=frozen_bn, scan=scan)
+    model = OFA(cfg, remat=remat, frozen_bn=frozen_bn, scan=scan, fused_attention=fused_attention)
 
     def loss(params):
         logits, upd = model.apply({"params": params, "batch_stats": v["batch_stats"]}, images, src, prev, train=True,

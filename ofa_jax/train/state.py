@@ -130,9 +130,12 @@ def build(cfg, train_len: Optional[int], devices=None) -> Setup:
     the abstract devices of a TPU topology)."""
     mcfg = model_config(cfg)
     scan = bool(cfg.model.get("scan", False))
+    fused = bool(cfg.model.get("fused_attention", False))
     model = OFA(mcfg, dtype=compute_dtype(cfg.model.dtype), frozen_bn=not cfg.model.train_bn,
-                remat=cfg.model.get("remat", "none"), scan=scan)
+                remat=cfg.model.get("remat", "none"), scan=scan, fused_attention=fused)
     devices = list(jax.devices() if devices is None else devices)
+    if fused and devices[0].platform != "tpu":
+        raise ConfigError(f"model.fused_attention runs on TPUs only (a Pallas TPU kernel), not on {devices[0].platform}")
     if cfg.mesh.get("num_devices"):
         devices = devices[:int(cfg.mesh.num_devices)]
     mesh = partitioning.make_mesh({k: int(v) for k, v in cfg.mesh.items() if k != "num_devices"}, devices)
