@@ -21,6 +21,10 @@ that made them). XLA's own "bytes accessed" is printed beside it but not used: o
 the operands of every elementwise op inside a fusion, which stay in vector memory (for the base
 train step it is ~15x the traffic between fusions).
 
+``--compile_profile`` says where the compile time goes, from libtpu's own log: its stages (HLO
+passes; the backend, which lowers, schedules and allocates every kernel of the program; code
+generation) and the kernels that took longest to schedule, with the JAX op each came from.
+
 What the roofline leaves out: inter-chip communication (all-gathers of FSDP, gradient reductions),
 host input, and XLA's own inefficiency; it is a floor on the step time, not a prediction. XLA's
 cost analysis counts a loop body once (a ``scan`` over layers or micro-batches, the beam-search
@@ -67,9 +71,10 @@ class DoesNotFit(RuntimeError):
 
 
 @contextlib.contextmanager
-def _quiet_fd2():
+def _quiet_fd2(captured: Optional[list] = None):
     """libtpu writes start-up warnings (no TPU hostnames, no accelerator type) to the C-level stderr
-    when it is loaded on a machine without a TPU; they are noise here. Shown if the call fails."""
+    when it is loaded on a machine without a TPU; they are noise here. Shown if the call fails;
+    appended to ``captured`` (for `compile_profile`) if given."""
     import tempfile
 
     sys.stderr.flush()
@@ -86,6 +91,63 @@ def _quiet_fd2():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            if captured is not None:
+                tmp.seek(0)
+                captured.append(tmp.read().decode(errors="replace"))
+
+
+# ----------------------------------------------------------------------------- compile profile
+
+_PROFILE = False
+
+
+def enable_compile_profile() -> None:
+    """Ask libtpu to log its compile stages and each kernel's backend compile (before libtpu starts).
+
+    Why: XLA's TPU compile time is mostly its backend, which lowers, schedules and allocates every
+    kernel (fusion) of the program one by one; libtpu says where the time goes only in its own log.
+    """
+    global _PROFILE
+    _PROFILE = True
+    os.environ["TPU_STDERR_LOG_LEVEL"] = os.environ["TPU_MIN_LOG_LEVEL"] = "0"
+    os.environ["LIBTPU_INIT_ARGS"] = (os.environ.get("LIBTPU_INIT_ARGS", "")
+                                      + " --vmodule=deepsea_compiler_backend=1").strip()
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0}[unit]
+
+
+def _duration(text: str) -> float:
+    """libtpu's durations: "12.63s", "13m14.45s", "54.1ms"."""
+    import re
+
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m(?!s))?([\d.]+)(ms|us|s)", text)
+    if not m:
+        return float("nan")
+    return int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60 + _seconds(m.group(3), m.group(4))
+
+
+def parse_compile_log(log: str, top: int = 10) -> dict:
+    """libtpu's log of one compilation -> {"stages": {name: seconds}, "kernels": n, "slowest_kernels":
+    [{"kernel", "llo_instructions", "schedule_s"}]}. Empty parts where this libtpu logs otherwise."""
+    import re
+
+    stages = {m.group(1).lower(): _duration(m.group(2))
+              for m in re.finditer(r"\] (\w+) stage duration: (\S+)", log)}
+    current, kernels = {}, []
+    for line in log.splitlines():
+        m = re.search(r" (\d+) deepsea_compiler_backend\.cc:\d+\] \[([^\]]*)\] LLO optimizing ([\d,]+) instructions", line)
+        if m:
+            current[m.group(1)] = (m.group(2), int(m.group(3).replace(",", "")))
+            continue
+        m = re.search(r" (\d+) deepsea_compiler_backend\.cc:\d+\] .*scheduling time: ([\d.]+) (us|ms|s|min)", line)
+        if m and m.group(1) in current:
+            name, n = current.pop(m.group(1))
+            kernels.append({"kernel": name, "llo_instructions": n, "schedule_s": _seconds(m.group(2), m.group(3))})
+    kernels.sort(key=lambda k: -k["schedule_s"])
+    return {"stages": stages, "kernels": len(kernels),
+            "schedule_s": sum(k["schedule_s"] for k in kernels), "slowest_kernels": kernels[:top]}
 
 
 def topology_devices(name: str):
@@ -140,6 +202,7 @@ class Report:
     notes: list = dataclasses.field(default_factory=list)
     recompute_flops: float = 0.0  # per chip, analytic: the forward passes remat runs again
     compile_cpu_s: Optional[float] = None  # CPU seconds of the compiling process (less load-bound than wall)
+    compile_profile: Optional[dict] = None  # --compile_profile: libtpu's stages and slowest kernels
 
     @property
     def fits(self) -> bool:
@@ -189,6 +252,13 @@ class Report:
             lines.append(f"  roofline      >= {r['floor_s'] * 1e3:.2f} ms ({r['bound']}-bound: compute "
                          f"{r['compute_s'] * 1e3:.2f} ms, HBM {r['memory_s'] * 1e3:.2f} ms) -> MFU <= {100 * r['mfu_bound']:.0f}%")
         lines += [f"  note          {n}" for n in self.notes]
+        p = self.compile_profile
+        if p is not None:
+            stages = ", ".join(f"{k.lower()} {v:.1f} s" for k, v in p["stages"].items()) or "none logged"
+            lines.append(f"  compile       libtpu stages: {stages}; {p['kernels']} kernels scheduled in "
+                         f"{p['schedule_s']:.1f} s, the slowest:")
+            lines += [f"    {k['schedule_s']:7.2f} s  {k['llo_instructions']:>9,} LLO instructions  "
+                      f"{k['kernel']:<22} {k.get('source', '')[-80:]}" for k in p["slowest_kernels"]]
         return "\n".join(lines)
 
 
@@ -384,17 +454,27 @@ def ops_by_bytes(hlo_text: str) -> list[dict]:
 
 
 def _compile(jitted, *abstract_args):
-    """(compiled, wall seconds, CPU seconds of this process)."""
+    """(compiled, wall seconds, CPU seconds of this process); with `enable_compile_profile`, the
+    compiled object carries ``ofa_profile`` (`parse_compile_log`)."""
     t, c = time.perf_counter(), time.process_time()
+    log = []
     try:
-        with _quiet_fd2():
+        with _quiet_fd2(log):
             compiled = jitted.lower(*abstract_args).compile()
     except Exception as e:  # the TPU compiler stops when temporaries exceed HBM
         if "RESOURCE_EXHAUSTED" in str(e):
             msg = str(e).split("RESOURCE_EXHAUSTED: ", 1)[-1].splitlines()[0]
             raise DoesNotFit(f"{msg} (compile stopped after {time.perf_counter() - t:.0f} s)") from None
         raise
-    return compiled, time.perf_counter() - t, time.process_time() - c
+    profile = parse_compile_log(log[0]) if _PROFILE and log else None
+    if profile:  # the JAX op each slow kernel came from
+        import re
+
+        text = compiled.as_text()
+        for k in profile["slowest_kernels"]:
+            m = re.search(r"%" + re.escape(k["kernel"]) + r' = [^\n]*?op_name="([^"]*)"', text)
+            k["source"] = m.group(1) if m else ""
+    return compiled, time.perf_counter() - t, time.process_time() - c, profile
 
 
 # ----------------------------------------------------------------------------- programs
@@ -443,7 +523,7 @@ def train_program(cfg, devices, topology: str) -> Report:
     jitted = jax.jit(step, in_shardings=(s.state_shardings, {k: v.sharding for k, v in batch.items()}, rep),
                      out_shardings=(s.state_shardings, rep), donate_argnums=(0,),
                      compiler_options=train.compiler_options(platform))
-    compiled, secs, cpu_secs = _compile(jitted, s.abstract_state, batch, rng)
+    compiled, secs, cpu_secs, profile = _compile(jitted, s.abstract_state, batch, rng)
     xla_flops, accessed = _cost(compiled)
     ops = ops_by_bytes(compiled.as_text())
     parts = flops.forward_flops(s.mcfg, (h, w), src_len=src_tokens.shape[1], tgt_len=t)
@@ -464,7 +544,8 @@ def train_program(cfg, devices, topology: str) -> Report:
     rep = Report("train step", what, topology, chips, chip_spec(devices[0]),
                  {k: int(v) for k, v in s.mesh.shape.items()}, secs, _memory(compiled), xla_flops, accessed,
                  sum(r["bytes"] for r in ops), 3.0 * copies * fwd * b / chips,  # forward + backward (2x forward)
-                 notes=notes, recompute_flops=again * copies * b / chips, compile_cpu_s=cpu_secs)
+                 notes=notes, recompute_flops=again * copies * b / chips, compile_cpu_s=cpu_secs,
+                 compile_profile=profile)
     rep.compiled, rep.ops = compiled, ops
     rep.setup, rep.abstract_batch = s, batch  # for bench/accelerator.py to run it
     return rep
@@ -526,7 +607,7 @@ def decode_program(model: str, devices, topology: str, batch: int = 32, beam: in
     platform = devices[0].platform
     fn = make_generate_fn(net, gen, backend=platform, pad_id=tok.pad_id, eos_id=tok.eos_id, bos_id=tok.bos_id,
                           unk_id=tok.unk_id)
-    compiled, secs, cpu_secs = _compile(fn, variables, images, src)
+    compiled, secs, cpu_secs, profile = _compile(fn, variables, images, src)
     xla_flops, accessed = _cost(compiled)
     ops = ops_by_bytes(compiled.as_text())
     f = flops.decode_flops(config, (h, w), src_len=src_len, beam=beam, steps=max_len)
@@ -536,7 +617,8 @@ def decode_program(model: str, devices, topology: str, batch: int = 32, beam: in
     what = f"{model}, {dtype}, batch {batch}, beam {beam}, {max_len} steps, {h}x{w}, scan={scan}"
     rep = Report("decode", what, topology, chips, chip_spec(devices[0]), {k: int(v) for k, v in m.shape.items()},
                  secs, _memory(compiled), xla_flops, accessed, sum(r["bytes"] for r in ops),
-                 f["total"] * batch / chips, "parameters + images", notes, compile_cpu_s=cpu_secs)
+                 f["total"] * batch / chips, "parameters + images", notes, compile_cpu_s=cpu_secs,
+                 compile_profile=profile)
     rep.compiled, rep.ops = compiled, ops
     rep.abstract_args = variables, images, src  # for bench/accelerator.py to run it
     return rep
@@ -564,6 +646,8 @@ def main(argv=None) -> int:
     flags.DEFINE_bool("scan", False, "decode: the scanned form of the layer stacks (train: --config.model.scan)")
     flags.DEFINE_bool("json", False, "print one JSON object per program instead of the table")
     flags.DEFINE_integer("top", 0, "also list the N ops that move the most bytes (where the HBM traffic goes)")
+    flags.DEFINE_bool("compile_profile", False, "also report libtpu's compile stages and the kernels whose "
+                      "backend compile took longest (where the compile time goes)")
 
     def run(_):
         from absl import logging as absl_logging
@@ -577,6 +661,8 @@ def main(argv=None) -> int:
             print("error: give --config (train step) and/or --decode PRESET_OR_DIR", file=sys.stderr)
             return 2
         reports = []
+        if F.compile_profile:
+            enable_compile_profile()
         try:
             devices = topology_devices(F.topology)
             if F.config is not None:

@@ -85,6 +85,22 @@ def test_fused_attention_off_tpu_is_a_config_error():
 
 
 @needs_libtpu
+def test_compile_profile_says_where_the_compile_time_goes():
+    """--compile_profile: libtpu's stage times and the kernels its backend took longest on, each with
+    the JAX op it came from (parsed from libtpu's own log; the pinned libtpu writes these lines)."""
+    r = _aot("--topology", "v5e:2x2", "--decode", "micro", "--image_size", "96", "--batch", "8", "--beam", "2",
+             "--max_len", "8", "--json", "--compile_profile")
+    assert r.returncode == 0, r.stderr[-3000:]
+    p = json.loads(r.stdout)["compile_profile"]
+    assert {"hlo_passes", "backend_passes", "end_to_end"} <= set(p["stages"]), p["stages"]
+    assert 0 < p["stages"]["hlo_passes"] < p["stages"]["end_to_end"]
+    assert p["kernels"] > 10 and 0 < p["schedule_s"] <= p["stages"]["end_to_end"]
+    slowest = p["slowest_kernels"]
+    assert slowest == sorted(slowest, key=lambda k: -k["schedule_s"]) and slowest[0]["llo_instructions"] > 0
+    assert any(k["source"].startswith("jit(beam_search)/") for k in slowest), slowest
+
+
+@needs_libtpu
 def test_bad_topology_and_mesh_are_one_line_errors():
     r = _aot("--topology", "v5e:3x3", "--decode", "micro", timeout=300)
     assert r.returncode == 2
