@@ -12,10 +12,11 @@ label smoothing 0.1 over non-pad target tokens; 480x480 inputs; BatchNorm frozen
 drop-path rates are those of the init model's config.json unless ``model.overrides`` says otherwise.
 The global batch (here 32 lines) and epoch count are ours: pick them for your hardware.
 
-On TPU/GPU: ``--config.model.dtype=bfloat16``. For a v5e-16 slice (``--config.mesh.data=4
---config.mesh.fsdp=4``, 8 lines per chip: ``--config.batch_size=128``) ``python -m ofa_jax.aot
---topology v5e:4x4`` puts that step at 6.6 GiB per chip and a roofline MFU bound of 45% (unrolled
-layers, no remat: the best of the settings compared in bench/RESULTS.md, section "TPU");
+On TPU/GPU: ``--config.model.dtype=bfloat16``; on TPU also ``--config.model.fused_attention=True``.
+For a v5e-16 slice (``--config.mesh.data=4 --config.mesh.fsdp=4``, 8 lines per chip:
+``--config.batch_size=128``) ``python -m ofa_jax.aot --topology v5e:4x4`` puts that step at 7.0 GiB
+per chip and a roofline MFU bound of 51% (unrolled layers, no remat, fused attention: the best of
+the settings compared in bench/RESULTS.md, section "TPU"; 46% without fused attention);
 ``--config.model.scan=True --config.model.remat=layers`` needs 4.7 GiB when memory is short. Check
 your own slice with the same command.
 """

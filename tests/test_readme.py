@@ -191,7 +191,7 @@ def test_aot_command_flags_exist(args):
     """``ofa_jax.aot`` parses with absl (train's --config file and keys, its own flags)."""
     src = open(os.path.join(ROOT, "ofa_jax", "aot.py"), encoding="utf-8").read()
     known = {"--" + n for n in re.findall(r'DEFINE_\w+\(\s*"(\w+)"', src)}
-    _check_absl_args(args, known, ("--json", "--scan"))
+    _check_absl_args(args, known, ("--json", "--scan", "--compile_profile"))
     assert "--topology" in args
 
 
