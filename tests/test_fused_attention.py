@@ -61,6 +61,7 @@ def test_block_sizes_divide_the_padded_lengths():
     assert fused_attention._block(384) == 384 and fused_attention._block(640) == 128
 
 
+@pytest.mark.slow
 def test_model_loss_and_gradients_match():
     """micro, train mode without dropout: the fused encoder attention gives the unfused loss and gradients."""
     cfg = PRESETS["micro"].replace(dropout=0.0)
