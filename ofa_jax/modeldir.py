@@ -129,20 +129,25 @@ def load_model_dir(path: str, dtype: Optional[str] = None) -> ModelDir:
         cast = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
         variables = unflatten({k: (v.astype(cast) if k.startswith("params/") else v)
                                for k, v in flatten(variables).items()})
-    gen = dict(DEFAULT_GENERATION)
-    meta = {}
-    for name, target in (("generation.json", gen), ("metadata.json", meta)):
-        p = os.path.join(path, name)
-        if os.path.isfile(p):
-            try:
-                with open(p, encoding="utf-8") as f:
-                    loaded = json.load(f)
-                if not isinstance(loaded, dict):
-                    raise ValueError(f"expected a JSON object, got {type(loaded).__name__}")
-            except (ValueError, OSError) as e:
-                raise ModelDirError(f"{p}: unreadable ({e})") from None
-            target.update(loaded)
+    gen = {**DEFAULT_GENERATION, **read_optional_json(path, "generation.json")}
+    meta = read_optional_json(path, "metadata.json")
     return ModelDir(path=path, config=config, variables=variables, extras=extras, generation=gen, metadata=meta)
+
+
+def read_optional_json(path: str, name: str) -> dict:
+    """The JSON object in ``path/name``, {} if there is no such file; ModelDirError (one line) if it is
+    unreadable or not an object."""
+    p = os.path.join(path, name)
+    if not os.path.isfile(p):
+        return {}
+    try:
+        with open(p, encoding="utf-8") as f:
+            loaded = json.load(f)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"expected a JSON object, got {type(loaded).__name__}")
+    except (ValueError, OSError) as e:
+        raise ModelDirError(f"{p}: unreadable ({e})") from None
+    return loaded
 
 
 def check_variables(md: ModelDir) -> None:

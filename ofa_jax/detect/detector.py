@@ -31,7 +31,7 @@ import numpy as np
 
 from ofa_jax.detect.net import DetectorConfig
 from ofa_jax.detect.postprocess import DBParams, boxes_from_prob
-from ofa_jax.modeldir import ModelDirError, flatten, unflatten
+from ofa_jax.modeldir import ModelDirError, flatten, read_optional_json, unflatten
 
 FORMAT = "ofa-jax-detector-dir"
 FORMAT_VERSION = 1
@@ -143,18 +143,8 @@ def load_detector_dir(path: str) -> DetectorDir:
         bad = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
         raise ModelDirError(f"{path}/{PARAMS_FILE} does not match {path}/config.json ({len(bad)} tensors differ, "
                             f"e.g. {bad[0]})")
-    detection, meta = dict(DEFAULT_DETECTION), {}
-    for name, target in (("detection.json", detection), ("metadata.json", meta)):
-        p = os.path.join(path, name)
-        if os.path.isfile(p):
-            try:
-                with open(p, encoding="utf-8") as f:
-                    d = json.load(f)
-                if not isinstance(d, dict):
-                    raise ValueError("expected a JSON object")
-            except (ValueError, OSError) as e:
-                raise ModelDirError(f"{p}: unreadable ({e})") from None
-            target.update(d)
+    detection = {**DEFAULT_DETECTION, **read_optional_json(path, "detection.json")}
+    meta = read_optional_json(path, "metadata.json")
     return DetectorDir(path, config, unflatten(flat), detection, meta)
 
 
