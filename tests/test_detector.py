@@ -21,6 +21,11 @@ FIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "dete
 MAP_TOL = 1e-4
 
 
+def one_device():
+    import jax
+    return jax.devices()[:1]
+
+
 def quad_iou(a, b) -> float:
     """IoU of two quadrilaterals (rasterised at 4x: exact enough for 0.99 on integer boxes)."""
     import cv2
@@ -48,7 +53,8 @@ def assert_boxes_match(ours, ref, min_iou=0.99):
 
 @pytest.fixture(scope="module")
 def detector():
-    return TextDetector.from_pretrained()
+    import jax
+    return TextDetector.from_pretrained(devices=jax.devices()[:1])
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +69,7 @@ def fixtures():
 def test_fixture_maps_within_1e4(detector, fixtures):
     """Our resize + bucketed (padded) network = RapidOCR's preprocessing + onnxruntime, per page."""
     meta, ref, pages = fixtures
-    det = TextDetector.from_pretrained(limit_side_len=meta["limit_side_len"])
+    det = TextDetector.from_pretrained(limit_side_len=meta["limit_side_len"], devices=one_device())
     for i, rgb in enumerate(pages):
         resized, (h, w) = det.network_input(det.to_channels(rgb))
         ours = det.prob_map(resized)
@@ -77,7 +83,7 @@ def test_fixture_maps_within_1e4(detector, fixtures):
 def test_fixture_boxes_match_rapidocr(fixtures):
     """Boxes and scores of the whole detector stage (ours end to end) = RapidOCR's TextDetector."""
     meta, ref, pages = fixtures
-    det = TextDetector.from_pretrained(limit_side_len=meta["limit_side_len"])
+    det = TextDetector.from_pretrained(limit_side_len=meta["limit_side_len"], devices=one_device())
     total = 0
     for i, rgb in enumerate(pages):
         out = det.detect_array(det.to_channels(rgb))
@@ -172,3 +178,56 @@ def test_shipped_dir_is_the_converters_output(tmp_path):
     assert fa.keys() == fb.keys() and len(fa) == 162
     assert all(np.array_equal(fa[k], fb[k]) for k in fa)
     assert a.metadata["source_sha256"] == b.metadata["source_sha256"]
+
+
+# ---------------------------------------------------------------------------------------------- scale
+
+
+def _text_page(h, w, texts=("第一行文字", "你好世界")):
+    """A white (h, w) page with a few lines of 28-pixel text (enough for the detector at small sizes)."""
+    from PIL import Image, ImageDraw
+    from ofa_jax.data.render import find_cjk_fonts, load_font
+    fonts = find_cjk_fonts()
+    if not fonts:
+        pytest.skip("no CJK font")
+    font = load_font(fonts[0], 28)
+    im = Image.new("RGB", (w, h), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    for k, t in enumerate(texts):
+        d.text((12, 12 + 50 * k), t, font=font, fill=(0, 0, 0))
+    return np.asarray(im)
+
+
+def test_one_program_per_bucket_whatever_the_page_size():
+    """Pages of five sizes that resize into one bucket pair compile one program (counted in the jitted
+    function's cache); a page in another bucket pair compiles a second; none recompiles."""
+    import jax
+    det = TextDetector.from_pretrained(limit_side_len=96, devices=jax.devices()[:1], batch_size=1)
+    sizes = [(100, 120), (110, 125), (90, 100), (120, 140), (97, 131)]   # all -> at most 128 x 128
+    assert {tuple(BUCKETS[next(i for i, b in enumerate(BUCKETS) if b >= s)] for s in det_shape(h, w, 96))
+            for h, w in sizes} == {(128, 128)}
+    for h, w in sizes:
+        det.detect_rgb(np.full((h, w, 3), 255, np.uint8))
+        assert det.compiled_programs() == 1
+    det.detect_rgb(np.full((300, 100, 3), 255, np.uint8))            # -> 288 x 96: bucket 384 x 128
+    assert det.compiled_programs() == 2
+    det.detect_many([np.full((h, w, 3), 255, np.uint8) for h, w in sizes])
+    assert det.compiled_programs() == 2
+
+
+def test_batched_and_sharded_detection_equals_one_page_at_a_time():
+    """Pages of different sizes detected together, batched per bucket and split over 8 (fake) devices,
+    give each page's boxes from a one-device run one page at a time."""
+    import jax
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 (fake) devices")
+    pages = [_text_page(h, w) for h, w in ((128, 256), (140, 250), (200, 260), (128, 230))]   # 2 bucket pairs
+    one = TextDetector.from_pretrained(limit_side_len=128, devices=jax.devices()[:1], batch_size=1)
+    eight = TextDetector.from_pretrained(limit_side_len=128, devices=jax.devices()[:8])
+    assert eight.batch_sizes == (8, 16)
+    together = eight.detect_many(pages)
+    for page, got in zip(pages, together):
+        want = one.detect_rgb(page)
+        assert len(want.boxes) == 2 and got.shape == page.shape[:2]
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)

@@ -18,7 +18,8 @@ of the page as given.
 Buckets: the resized page is zero-padded to the next size in ``BUCKETS`` per side (the network
 ignores the padding exactly, see ``ofa_jax.detect.net``), so one jit compilation serves every page
 with the same bucket pair: a run over pages of many sizes compiles a handful of programs, not one per
-page.
+page. Pages of one bucket pair run together in a few fixed batch sizes, split over the devices
+(``TextDetector.prob_maps``).
 """
 from __future__ import annotations
 
@@ -159,9 +160,16 @@ class Detection:
 
 
 class TextDetector:
-    """PP-OCR DB detection, jitted per bucket shape (see the module docstring)."""
+    """PP-OCR DB detection, jitted per bucket shape and batch size (see the module docstring).
 
-    def __init__(self, ddir: DetectorDir, device=None, **overrides):
+    ``devices`` (default: all of ``jax.devices()``, or ``[device]``): pages are split over them on a
+    ``data`` mesh axis (parameters replicated), as the ``Recognizer`` splits lines. ``batch_size``:
+    the most pages per network call (default 2 per device); a bucket's pages run in batches of
+    ``len(devices) * 2**k`` pages (the smallest that holds them, padded with empty pages), so the
+    compiled programs are at most (bucket pairs used) x (log2(batch_size / len(devices)) + 1)."""
+
+    def __init__(self, ddir: DetectorDir, device=None, devices=None, batch_size: Optional[int] = None,
+                 **overrides):
         import jax
         import jax.numpy as jnp
         from ofa_jax.detect.net import DBNet
@@ -174,8 +182,25 @@ class TextDetector:
         self.db = DBParams.from_dict(self.settings)
         if self.settings.get("channel_order", "BGR") not in ("BGR", "RGB"):
             raise ValueError(f"channel_order must be BGR or RGB, not {self.settings['channel_order']!r}")
-        self.device = device if device is not None else jax.devices()[0]
-        self.params = jax.device_put(jax.tree_util.tree_map(np.asarray, ddir.params), self.device)
+        if devices is None:
+            devices = [device] if device is not None else jax.devices()
+        self.devices = list(devices)
+        n = len(self.devices)
+        per_device = max(1, -(-(batch_size or 2 * n) // n))
+        self.batch_sizes = tuple(n * 2 ** k for k in range(per_device.bit_length())
+                                 if 2 ** k <= per_device)
+        self.batch_size = self.batch_sizes[-1]
+        self.device = self.devices[0]
+        params = jax.tree_util.tree_map(np.asarray, ddir.params)
+        if n > 1:
+            from jax.sharding import NamedSharding, PartitionSpec as P
+            from ofa_jax import partitioning
+            mesh = partitioning.make_mesh({"data": -1}, self.devices)
+            self.params = jax.device_put(params, NamedSharding(mesh, P()))
+            self._shardings = (partitioning.batch_sharding(mesh, 4), partitioning.batch_sharding(mesh, 2))
+        else:
+            self.params = jax.device_put(params, self.device)
+            self._shardings = (self.device, self.device)
         net = DBNet(ddir.config)
         lut = jnp.asarray(normalize_lut(self.settings["mean"], self.settings["std"]))
 
@@ -186,9 +211,15 @@ class TextDetector:
         self._net_float = jax.jit(lambda params, x, valid: net.apply(params, x, valid))
 
     @classmethod
-    def from_pretrained(cls, path: Optional[str] = None, device=None, **overrides) -> "TextDetector":
+    def from_pretrained(cls, path: Optional[str] = None, device=None, devices=None,
+                        batch_size: Optional[int] = None, **overrides) -> "TextDetector":
         """A detector dir (default: the one shipped with ofa-jax); ``overrides``: detection.json keys."""
-        return cls(load_detector_dir(path or BUNDLED_DETECTOR), device=device, **overrides)
+        return cls(load_detector_dir(path or BUNDLED_DETECTOR), device=device, devices=devices,
+                   batch_size=batch_size, **overrides)
+
+    def compiled_programs(self) -> int:
+        """How many (bucket, batch) programs the page path has compiled so far."""
+        return int(self._prob._cache_size())
 
     # ------------------------------------------------------------------------------------------
     def network_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
@@ -207,41 +238,79 @@ class TextDetector:
         valid = np.tile(np.asarray(x.shape[1:3], np.int32), (x.shape[0], 1))
         return np.asarray(self._net_float(self.params, x, valid))
 
+    def prob_maps(self, resized: list) -> list:
+        """Resized uint8 (h, w, 3) pages (h, w multiples of 32) -> their (h, w) probability maps.
+        Pages are grouped by bucket pair, each group run in the fixed batch sizes, split over the
+        devices."""
+        import jax
+        groups: dict = {}
+        for i, r in enumerate(resized):
+            groups.setdefault((bucket(r.shape[0]), bucket(r.shape[1])), []).append(i)
+        out: list = [None] * len(resized)
+        for (bh, bw), idx in groups.items():
+            for start in range(0, len(idx), self.batch_size):
+                part = idx[start:start + self.batch_size]
+                size = next(b for b in self.batch_sizes if b >= len(part))
+                pixels = np.zeros((size, bh, bw, 3), np.uint8)
+                valid = np.zeros((size, 2), np.int32)
+                for j, i in enumerate(part):
+                    h, w = resized[i].shape[:2]
+                    pixels[j, :h, :w] = resized[i]
+                    valid[j] = (h, w)
+                maps = self._prob(self.params, jax.device_put(pixels, self._shardings[0]),
+                                  jax.device_put(valid, self._shardings[1]))
+                maps = np.asarray(jax.device_get(maps))
+                for j, i in enumerate(part):
+                    out[i] = maps[j, :valid[j, 0], :valid[j, 1]]
+        return out
+
     def prob_map(self, resized: np.ndarray) -> np.ndarray:
-        """Resized uint8 (h, w, 3) (h, w multiples of 32) -> (h, w) probabilities, run padded to its
-        bucket."""
-        h, w = resized.shape[:2]
-        batch = np.zeros((1, bucket(h), bucket(w), 3), np.uint8)
-        batch[0, :h, :w] = resized
-        out = self._prob(self.params, batch, np.asarray([[h, w]], np.int32))
-        return np.asarray(out[0, :h, :w])
+        """One resized page -> its (h, w) probability map (run padded to its bucket)."""
+        return self.prob_maps([resized])[0]
 
     def to_channels(self, rgb: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(rgb[..., ::-1]) if self.settings.get("channel_order", "BGR") == "BGR" else rgb
+
+    def _boxes(self, prob: Optional[np.ndarray], shape: tuple) -> Detection:
+        if prob is None:
+            return Detection(np.zeros((0, 4, 2), np.float32), np.zeros((0,)), shape)
+        boxes, scores = boxes_from_prob(prob, shape, self.db)
+        return Detection(boxes, scores, shape)
 
     def detect_array(self, image: np.ndarray) -> Detection:
         """uint8 (H, W, 3) already in the detector's channel order, without the huge-page rule:
         RapidOCR's ``TextDetector`` stage exactly."""
         resized, (h, w) = self.network_input(image)
-        if h == 0:
-            return Detection(np.zeros((0, 4, 2), np.float32), np.zeros((0,)), image.shape[:2])
-        boxes, scores = boxes_from_prob(self.prob_map(resized), image.shape[:2], self.db)
-        return Detection(boxes, scores, image.shape[:2])
+        return self._boxes(self.prob_map(resized) if h else None, image.shape[:2])
+
+    def detect_many(self, pages: list) -> list:
+        """RGB uint8 (H, W, 3) pages -> their Detections in page coordinates (the huge-page rule,
+        then RapidOCR's detector stage), the network run batched per bucket (``prob_maps``)."""
+        import cv2
+        work, inputs = [], []
+        for rgb in pages:
+            h, w = rgb.shape[:2]
+            sh, sw = shrink_shape(h, w, self.settings["max_side_len"])
+            img = self.to_channels(rgb)
+            if (sh, sw) != (h, w):
+                img = cv2.resize(img, (sw, sh))
+            resized, (rh, _) = self.network_input(img)
+            work.append(((h, w), (sh, sw), len(inputs) if rh else None))
+            if rh:
+                inputs.append(resized)
+        maps = self.prob_maps(inputs) if inputs else []
+        out = []
+        for (h, w), (sh, sw), k in work:
+            det = self._boxes(None if k is None else maps[k], (sh, sw))
+            if (sh, sw) != (h, w) and len(det.boxes):   # back to the page as given
+                det.boxes = det.boxes * np.array([w / sw, h / sh], np.float32)
+            det.shape = (h, w)
+            out.append(det)
+        return out
 
     def detect_rgb(self, rgb: np.ndarray) -> Detection:
-        """An RGB uint8 (H, W, 3) page -> its text boxes in page coordinates (the huge-page rule, then
-        RapidOCR's detector stage)."""
-        import cv2
-        h, w = rgb.shape[:2]
-        sh, sw = shrink_shape(h, w, self.settings["max_side_len"])
-        work = self.to_channels(rgb)
-        if (sh, sw) != (h, w):
-            work = cv2.resize(work, (sw, sh))
-        det = self.detect_array(work)
-        if (sh, sw) != (h, w) and len(det.boxes):   # back to the page as given
-            det.boxes = det.boxes * np.array([w / sw, h / sh], np.float32)
-        det.shape = (h, w)
-        return det
+        """One RGB uint8 (H, W, 3) page -> its text boxes in page coordinates (``detect_many``)."""
+        return self.detect_many([rgb])[0]
 
     def __call__(self, image: Any) -> Detection:
         """A page (path, bytes, PIL image, RGB uint8 array) -> its text boxes in page coordinates.
