@@ -1,4 +1,5 @@
 import atexit
+import importlib.util
 import os
 import shutil
 import sys
@@ -33,6 +34,19 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if config.getoption("--runslow"):
         config.option.markexpr = ""
+
+
+# The README's test command installs no torch (its CUDA build is over 3 GB): tests that build or read
+# PyTorch checkpoints are marked `torch` and skip, saying how to get a CPU build.
+NEEDS_TORCH = "needs torch, which the test extras leave out: pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
+
+def pytest_collection_modifyitems(config, items):
+    if importlib.util.find_spec("torch") is not None:
+        return
+    for item in items:
+        if item.get_closest_marker("torch"):
+            item.add_marker(pytest.mark.skip(reason=NEEDS_TORCH))
 
 
 @pytest.fixture(scope="session")

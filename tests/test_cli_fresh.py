@@ -60,6 +60,7 @@ def hide_torch(tmp_path):
 # ---------------------------------------------------------------------------------------------- convert
 
 
+@pytest.mark.torch
 @needs_shipped
 def test_shipped_bf16_model_to_pytorch_and_back(env, tmp_path):
     """The shipped model's bfloat16 weights -> a ModelScope dir -> an ofa-jax dir again, bit for bit,
@@ -177,6 +178,7 @@ def test_help(env, module):
 
 
 @pytest.mark.slow
+@pytest.mark.torch
 @needs_shipped
 def test_fine_tune_square_export_and_to_pytorch(env, tmp_path):
     """A few steps from the shipped (bfloat16) model at a square input, ``--export`` as bfloat16, then

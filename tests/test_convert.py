@@ -5,7 +5,11 @@ import os
 
 import numpy as np
 import pytest
-import torch
+
+try:
+    import torch
+except ImportError:  # the key-table and error tests below run without it; the others are marked `torch`
+    torch = None
 
 from ofa_jax import buckets
 from ofa_jax.config import PRESETS
@@ -50,8 +54,9 @@ def test_buckets_equal_reference_buffers():
     np.testing.assert_array_equal(buckets.image_bucket_table(42), ref["image"])
 
 
-def _modelscope_dir(tmp_path, preset="micro", seed=3, dtype=torch.float32):
+def _modelscope_dir(tmp_path, preset="micro", seed=3, dtype=None):
     """A ModelScope-layout model dir with random weights and all buffers, as OFAModel.save_pretrained writes."""
+    dtype = torch.float32 if dtype is None else dtype
     cfg = PRESETS[preset]
     man = manifest(preset)
     params = random_state_dict(man, seed)
@@ -89,6 +94,7 @@ def _modelscope_dir(tmp_path, preset="micro", seed=3, dtype=torch.float32):
     return d, sd
 
 
+@pytest.mark.torch
 def test_round_trip_is_bit_exact(tmp_path):
     src, sd = _modelscope_dir(tmp_path)
     convert(str(src), str(tmp_path / "jax"), progress=False)
@@ -106,6 +112,7 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert cfg["d_model"] == 64 and cfg["resnet_type"] == "resnet18"
 
 
+@pytest.mark.torch
 def test_round_trip_bf16_and_safetensors(tmp_path):
     src, sd = _modelscope_dir(tmp_path, dtype=torch.bfloat16)
     convert(str(src), str(tmp_path / "jax"), progress=False)
@@ -134,6 +141,7 @@ def _fairseq_checkpoint(path, sd):
     torch.save({"args": None, "cfg": {"model": args}, "model": fs}, path)
 
 
+@pytest.mark.torch
 def test_fairseq_checkpoint(tmp_path):
     src, sd = _modelscope_dir(tmp_path)
     _fairseq_checkpoint(tmp_path / "ocr.pt", sd)
@@ -163,6 +171,7 @@ def test_error_missing_file(tmp_path, capsys):
     assert "not found" in err and "nope.pt" in err
 
 
+@pytest.mark.torch
 def test_error_other_architecture(tmp_path, capsys):
     src, _ = _modelscope_dir(tmp_path)
     cfg = json.loads((src / "config.json").read_text())
@@ -172,6 +181,7 @@ def test_error_other_architecture(tmp_path, capsys):
     assert "does not match" in err and "missing keys" in err
 
 
+@pytest.mark.torch
 def test_error_shape_mismatch(tmp_path, capsys):
     src, sd = _modelscope_dir(tmp_path)
     sd["encoder.layers.0.fc1.weight"] = torch.zeros(99, 64)
@@ -180,6 +190,7 @@ def test_error_shape_mismatch(tmp_path, capsys):
     assert "encoder.layers.0.fc1.weight (99, 64)" in err
 
 
+@pytest.mark.torch
 def test_error_not_ofa(tmp_path, capsys):
     src, _ = _modelscope_dir(tmp_path)
     torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(3, 4)}, src / "pytorch_model.bin")
@@ -187,6 +198,7 @@ def test_error_not_ofa(tmp_path, capsys):
     assert "unexpected keys: bert.embeddings.word_embeddings.weight" in err
 
 
+@pytest.mark.torch
 def test_error_truncated_checkpoint(tmp_path, capsys):
     src, _ = _modelscope_dir(tmp_path)
     data = (src / "pytorch_model.bin").read_bytes()
@@ -195,6 +207,7 @@ def test_error_truncated_checkpoint(tmp_path, capsys):
     assert "truncated or corrupt" in err
 
 
+@pytest.mark.torch
 def test_error_refuses_pickled_code(tmp_path, capsys):
     src, _ = _modelscope_dir(tmp_path)
     torch.save({"model": {"w": torch.zeros(1)}, "extra": np.float64}, tmp_path / "evil.pt")  # a non-tensor global

@@ -20,6 +20,8 @@ from ofa_jax.data.metrics import normalize_benchmark
 from test_convert import _fairseq_checkpoint, _modelscope_dir
 from test_readme import readme_commands
 
+pytestmark = pytest.mark.torch  # the ModelScope and fairseq checkpoints it converts
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = ("pip install", "python -m pytest")
 # `ofa_jax.aot` compiles for a TPU topology (needs libtpu): the README's base model at 480x480 shrunk to

@@ -2,7 +2,11 @@
 pickle) is refused with one line: torch.load itself would load wrong weights without a word."""
 import zipfile
 
+import pytest
+
 from test_convert import _cli_error, _modelscope_dir
+
+pytestmark = pytest.mark.torch
 
 
 def _flip_member(path, suffix):
