@@ -43,9 +43,20 @@ def test_gpu_config_is_the_cpu_model():
     assert "text_sources=gb2312+words" in cpu.data.train and "text_sources" not in cpu.data.val
 
 
+def test_lines_gpu_config_is_the_lines_cpu_config():
+    """The 2-40-character configs differ in batch/steps/workers only, not in model, start or data."""
+    cpu = _load(os.path.join(ROOT, "configs", "ocr_zh_small_lines.py"))
+    gpu = _load(os.path.join(ROOT, "configs", "ocr_zh_small_lines_gpu.py"))
+    assert gpu.model.to_dict() == cpu.model.to_dict() and gpu.init.to_dict() == cpu.init.to_dict()
+    assert gpu.optim.to_dict() == cpu.optim.to_dict()
+    for k in ("train", "val", "image_size", "image_height", "max_target_tokens", "augment"):
+        assert gpu.data[k] == cpu.data[k], k
+    assert gpu.batch_size > cpu.batch_size and gpu.data.replay_reuse > 0
+
+
 def test_dryrun_config_is_the_gpu_model_shrunk():
-    """The CPU dry run of tools/offline_gpu_run exercises the GPU config's model and data, smaller."""
-    gpu = _load(os.path.join(ROOT, "configs", "ocr_zh_small_gpu.py"))
+    """The CPU dry run of tools/offline_gpu_run exercises run.sh's default config's model and data, smaller."""
+    gpu = _load(os.path.join(ROOT, "configs", "ocr_zh_small_lines_gpu.py"))
     dry = _load(os.path.join(ROOT, "tools", "offline_gpu_run", "dryrun_config.py"))
     assert dry.model.to_dict() == gpu.model.to_dict() and dry.data.train == gpu.data.train
     assert dry.batch_size < gpu.batch_size and dry.data.num_workers == 1 and dry.data.replay_reuse > 0

@@ -57,3 +57,4 @@ def test_run_sh_dry_run_on_cpu(tmp_path):
     out = tmp_path / "out"
     assert (out / "model" / "params.safetensors").exists() and (out / "metrics.jsonl").exists()
     assert (out / "eval.jsonl").read_text().count("\n") == 16
+    assert (out / "indep_val.jsonl").read_text().count("\n") == 16  # the independent dev set, plain

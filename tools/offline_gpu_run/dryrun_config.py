@@ -1,15 +1,15 @@
-"""``configs/ocr_zh_small_gpu.py`` shrunk for a dry run of ``run.sh`` on a small CPU before the real run
+"""``configs/ocr_zh_small_lines_gpu.py`` (run.sh's default) shrunk for a dry run of ``run.sh`` on a small CPU before the real run
 (README.md beside this file): batch 16, one rendering worker, a 256-line replay window, validation on
 32 lines."""
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs"))
-import ocr_zh_small_gpu  # noqa: E402
+import ocr_zh_small_lines_gpu  # noqa: E402
 
 
 def get_config():
-    c = ocr_zh_small_gpu.get_config()
+    c = ocr_zh_small_lines_gpu.get_config()
     c.batch_size = 16
     c.data.num_workers = 1
     c.data.replay_window = 256

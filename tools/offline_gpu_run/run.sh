@@ -4,9 +4,10 @@
 # Env (all optional):
 #   TRAIN_S     training wall time, s (default 1800); then SIGTERM: the run saves and exits cleanly
 #   STEP_S      seconds the step count is sized for (default 80% of TRAIN_S: validation and saving take the rest)
-#   CONFIG      default configs/ocr_zh_small_gpu.py; EXTRA: more ofa_jax.train flags (--config.seed=1 ...)
+#   CONFIG      default configs/ocr_zh_small_lines_gpu.py (the shipped model continued on 2-40-character lines); EXTRA: more ofa_jax.train flags (--config.seed=1 ...)
 #   INIT        model dir to start from (default: .offline/init, else the shipped model); none: random weights
-#   OUT         results (default offline_out): model/, probe.log, train.log, metrics.jsonl, eval.jsonl
+#   OUT         results (default offline_out): model/, probe.log, train.log, metrics.jsonl, eval.jsonl,
+#               indep_val.jsonl
 #   WORKDIR     the run directory (default runs/offline); a run found there resumes with its own step
 #               count, replay factor and compute dtype
 #   DTYPE       float32 (default) or bfloat16 compute (parameters and optimizer state stay float32)
@@ -20,7 +21,7 @@
 #               (default $PACK/site); SKIP_PIP=1: the packages are installed already
 #   CHECK_FONTS=0  skip the check that the fonts found here are the packed ones; PY (default python3)
 set -u
-PY=${PY:-python3}; EXTRA=${EXTRA:-}; CONFIG=${CONFIG:-configs/ocr_zh_small_gpu.py}; INIT=${INIT:-}
+PY=${PY:-python3}; EXTRA=${EXTRA:-}; CONFIG=${CONFIG:-configs/ocr_zh_small_lines_gpu.py}; INIT=${INIT:-}
 PACK=${PACK:-.offline}; SITE=${SITE:-$PACK/site}; OUT=${OUT:-offline_out}; W=${WORKDIR:-runs/offline}
 case $PACK in /*) ;; *) PACK=$PWD/$PACK ;; esac
 case $SITE in /*) ;; *) SITE=$PWD/$SITE ;; esac
@@ -64,5 +65,9 @@ if [ "$EVAL_N" -gt 0 ]; then
   DATA=$($PY -c "import importlib.util as u; s = u.spec_from_file_location('c', '$CONFIG'); m = u.module_from_spec(s); s.loader.exec_module(m); print(m.get_config().data.val)")
   $PY -m ofa_jax.evaluate --model "$OUT/model" --split "$EVAL_SPLIT" --limit "$EVAL_N" --batch-size 256 --views id \
     --data "$DATA" --output "$OUT/eval.jsonl" 2>&1 | grep -v "^WARNING:absl" | tail -5
+  if [ -d bench/data/indep ]; then  # the independent dev set (bench/RESULTS_indep.md): plain decoding
+    $PY bench/indep_eval.py --model "$OUT/model" --split val --engines plain --batch-size 64 --limit "$EVAL_N" \
+      --output "$OUT/indep_val.jsonl" 2>&1 | grep -v "^WARNING:absl" | tail -16
+  fi
 fi
 echo "done $(( $(date +%s) - T0 ))s"
