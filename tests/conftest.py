@@ -12,12 +12,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # One persistent compilation cache for this session, inherited by the training subprocesses: a killed
 # run and its resumption compile what the uninterrupted run compiled (130 s -> 60 s for the kill -9
-# test on 2 cores). Fresh each session, so no test depends on what an earlier one left.
+# test on 2 cores). Fresh each session, so no test depends on what an earlier one left. The Recognizer
+# and the CLIs point JAX at $OFA_JAX_CACHE_DIR, else at the user's ~/.cache/ofa_jax/jax_cache, which
+# every other test session and ofa-jax command of that user reads and writes too: the session's cache.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="ofa_jax_tests_jax_cache_")
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.25")
+os.environ.setdefault("OFA_JAX_CACHE_DIR", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 import pytest
 

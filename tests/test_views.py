@@ -46,21 +46,29 @@ def test_view_names_parse_and_transform():
 
 def _joint_greedy(rec, views, images, max_len):
     """The view ensemble written out without the decode cache: at each step the whole prefix is run
-    teacher-forced under every view and the views' log-probabilities are averaged."""
+    teacher-forced under every view and the views' log-probabilities are averaged.
+
+    Jitted with the Recognizer's compiler options. Run eagerly, the model was hundreds of one-op XLA
+    programs (this test compiled 845 programs, 41 now) built with jaxlib's default CPU fusions, which
+    none of ofa-jax's own programs use; the suite's SIGABRTs under load all happened inside that run."""
     import jax
     import jax.numpy as jnp
 
+    from ofa_jax.xla_options import compiler_options
+
     model, out = rec.model, []
+    encode = jax.jit(lambda v, p, s: model.apply(v, p, s, method=model.encode), compiler_options=compiler_options())
+    log_probs = jax.jit(lambda v, prev, enc: jax.nn.log_softmax(
+        model.apply(v, prev, enc, method=model.decode)[:, -1].astype(jnp.float32), -1), compiler_options=compiler_options())
     for path in images:
         im = Image.open(path).convert("RGB")
         pixels, src = rec._batch(np.stack([rec.preprocess(view_fn(v)(im)) for v in views]))
         n = len(views)
-        enc = model.apply(rec.variables, pixels[:n], src[:n], method=model.encode)
+        enc = encode(rec.variables, pixels[:n], src[:n])
         toks, total = [rec.tokenizer.bos_id], 0.0
         for step in range(max_len + 1):
             prev = jnp.asarray([toks] * n, jnp.int32)
-            logits = model.apply(rec.variables, prev, enc, method=model.decode)[:, -1]
-            lp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), -1)).mean(0)
+            lp = np.asarray(log_probs(rec.variables, prev, enc)).mean(0)
             lp[rec.tokenizer.pad_id] = -np.inf
             if step < rec.gen.min_len:
                 lp[rec.tokenizer.eos_id] = -np.inf
@@ -127,3 +135,16 @@ def test_sharded_view_ensemble_equals_single_device(model_dir):
     a, b = one(inputs), eight(inputs)
     assert [x.text for x in a] == [x.text for x in b]
     np.testing.assert_allclose([x.score for x in a], [x.score for x in b], atol=1e-5)
+
+
+def test_recognizers_in_the_tests_use_the_sessions_compilation_cache(monkeypatch, tmp_path):
+    """A Recognizer points JAX at $OFA_JAX_CACHE_DIR, else at the user's ~/.cache/ofa_jax/jax_cache, which
+    every other test session and ofa-jax command of that user shares: conftest sets the session's."""
+    import jax
+
+    from ofa_jax.recognizer import enable_compilation_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # where the user's cache would be
+    enable_compilation_cache()
+    assert jax.config.jax_compilation_cache_dir == os.environ["OFA_JAX_CACHE_DIR"] != ""
+    assert not (tmp_path / "ofa_jax").exists()
