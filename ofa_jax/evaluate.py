@@ -21,6 +21,8 @@ they never stop the run. ``--json`` makes the last stdout line one JSON object
 lines plus ``"datasets": [...]``, one entry per dataset). ``--output FILE`` writes one JSON object
 per line: ``data``, ``id``, ``gt``, ``pred``, ``score``, ``correct`` (and ``error`` where the image
 could not be read). A progress bar goes to stderr (only on a terminal).
+
+``--pages DIR [--baseline rapidocr]`` evaluates whole pages instead (``ofa_jax.detect.pageset``).
 """
 from __future__ import annotations
 
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m ofa_jax.evaluate", description=__doc__.split("\n\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="ofa-jax model dir (default: the model shipped with ofa-jax)")
-    ap.add_argument("--data", action="append", required=True, metavar="[LABEL=]SPEC",
+    ap.add_argument("--data", action="append", metavar="[LABEL=]SPEC",
                     help="tfds:NAME/CONFIG, lmdb:PATH, folder:PATH or render:SPEC (synthetic lines drawn as "
                          "they are read, e.g. render:mixed,max_chars=12); repeat for several datasets")
     ap.add_argument("--split", default="test", help="split to evaluate: train, val or test (default: test)")
@@ -189,7 +191,35 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--engine", choices=["ofa", "rapidocr"], default="ofa",
                     help="ofa (default) or rapidocr: score RapidOCR's PP-OCR recogniser on the same data "
                          "(pip install rapidocr onnxruntime; --model and decoding options are ignored)")
+    ap.add_argument("--pages", metavar="DIR", help="whole pages instead: a page set (images + labels.json, "
+                    "see docs/pages.md); detection P/R/H-mean at IoU 0.5, end-to-end line ACC/NED, pages/s")
+    ap.add_argument("--detector", metavar="DIR", help="with --pages: detector dir (default: the shipped one)")
+    ap.add_argument("--baseline", choices=["rapidocr"], help="with --pages: RapidOCR's full pipeline on the "
+                    "same pages, side by side (pip install rapidocr onnxruntime)")
     return ap
+
+
+def evaluate_pages_main(args) -> int:
+    """``--pages DIR``: the page pipeline (``ofa_jax.detect.pageset``)."""
+    from ofa_jax.detect.pageset import evaluate_pages, format_table, load_page_set
+    from ofa_jax.modeldir import ModelDirError
+    from ofa_jax.pages import PageReader
+    try:
+        load_page_set(args.pages)
+    except ValueError as e:
+        print(f"error: --pages {args.pages}: {e}", file=sys.stderr)
+        return 2
+    try:
+        reader = PageReader.from_pretrained(args.model, args.detector, beam_size=args.beam, max_len=args.max_len,
+                                            batch_size=args.batch_size, dtype=args.dtype, views=args.views)
+        results = evaluate_pages(args.pages, reader, baseline=args.baseline, limit=args.limit, output=args.output)
+    except (ModelDirError, ValueError, ImportError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+    return 0
 
 
 def load_recognizer(args):
@@ -208,6 +238,14 @@ def main(argv=None) -> int:
         ap.error("--batch-size must be >= 1")
     if args.limit is not None and args.limit < 0:
         ap.error("--limit must be >= 0")
+    if args.pages:
+        if args.data or args.engine != "ofa":
+            ap.error("--pages does not go with --data or --engine (use --baseline rapidocr)")
+        return evaluate_pages_main(args)
+    if not args.data:
+        ap.error("one of --data or --pages is required")
+    if args.baseline or args.detector:
+        ap.error("--baseline and --detector go with --pages (for lines: --engine rapidocr)")
 
     from ofa_jax.data.sources import load_eval_source
     from ofa_jax.modeldir import ModelDirError

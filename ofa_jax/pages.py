@@ -13,12 +13,16 @@ vertical text and turns 90 degrees counter-clockwise so it reads left to right; 
 background is inverted, ``dark_text_on_light``), and recognise the lines of several pages together
 in the ``Recognizer``'s padded batches.
 
-Pages stream: ``reader.iter(paths)`` yields each page's result as soon as its chunk is read, holding
-at most ``chunk_pages`` pages (and their crops) in memory. An unreadable page gives a result with
+Pages stream: ``reader.iter(pages)`` reads any iterable (a generator too) a chunk of ``chunk_pages``
+at a time, detects the chunk's pages in batches per bucket shape, queues their lines and recognises
+them in full batches across pages, and yields each page as soon as its last line is read: memory
+holds one chunk of page images and less than one recognition batch of crops beyond it, whatever
+the number of pages. An unreadable page gives a result with
 ``error`` set (the others go on); a page without text gives no lines.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 from typing import Any, Iterable, Iterator, Optional, Sequence
@@ -176,11 +180,35 @@ def dark_text_on_light(crop: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- reader
 
 
-class PageReader:
-    """Detector + recogniser. ``chunk_pages``: pages detected before their lines are recognised
-    together (bounds memory; more pages fill the recogniser's batches better)."""
+def load_page(page) -> tuple:
+    """A page (path, bytes, PIL image, array) -> (RGB uint8 array, its ImageWarning messages, None),
+    or (None, (), one-line error) for one that cannot be read."""
+    import warnings
+    from ofa_jax.preprocess import ImageError, ImageWarning, _describe, _one_line, load_image
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImageWarning)
+            rgb = np.asarray(load_image(page))
+        return rgb, tuple(str(w.message) for w in caught if isinstance(w.message, ImageWarning)), None
+    except ImageError as e:
+        return None, (), str(e)
+    except Exception as e:  # noqa: BLE001  an exotic decoder failure is still one line
+        return None, (), f"{_describe(page)}: cannot read ({type(e).__name__}: {_one_line(e)})"
 
-    def __init__(self, recognizer, detector, chunk_pages: int = 8):
+
+class _Pending:
+    """A page between detection and output: its result and how many of its lines are still unread."""
+    __slots__ = ("result", "todo")
+
+    def __init__(self, result: PageResult, todo: int = 0):
+        self.result, self.todo = result, todo
+
+
+class PageReader:
+    """Detector + recogniser. ``chunk_pages``: pages read and detected together (the detector
+    batches a chunk's pages per bucket; only one chunk of page images is held at a time)."""
+
+    def __init__(self, recognizer, detector, chunk_pages: int = 16):
         self.recognizer = recognizer
         self.detector = detector
         self.chunk_pages = max(1, int(chunk_pages))
@@ -189,64 +217,76 @@ class PageReader:
     def from_pretrained(cls, model: Optional[str] = None, detector: Optional[str] = None, *,
                         beam_size: Optional[int] = None, max_len: Optional[int] = None, batch_size: int = 8,
                         dtype: Optional[str] = None, views=None, compilation_cache: bool = True,
-                        chunk_pages: int = 8, **detection) -> "PageReader":
+                        chunk_pages: int = 16, devices=None, det_batch_size: Optional[int] = None,
+                        **detection) -> "PageReader":
         """``model``: an ofa-jax model dir (default: the shipped recogniser); ``detector``: a detector
-        dir (default: the shipped PP-OCRv6 small detector); ``detection``: detection.json overrides
-        (``box_thresh``, ``unclip_ratio``, ``limit_side_len``, ``max_side_len`` ...)."""
+        dir (default: the shipped PP-OCRv6 small detector); ``devices``: both split their batches
+        over these (default: all); ``detection``: detection.json overrides (``box_thresh``,
+        ``unclip_ratio``, ``limit_side_len``, ``max_side_len`` ...)."""
         from ofa_jax.detect import TextDetector
         from ofa_jax.recognizer import Recognizer
         rec = Recognizer.from_pretrained(model, beam_size=beam_size, max_len=max_len, batch_size=batch_size,
-                                         dtype=dtype, views=views, compilation_cache=compilation_cache)
-        return cls(rec, TextDetector.from_pretrained(detector, **detection), chunk_pages=chunk_pages)
+                                         dtype=dtype, views=views, compilation_cache=compilation_cache,
+                                         devices=devices)
+        det = TextDetector.from_pretrained(detector, devices=devices, batch_size=det_batch_size, **detection)
+        return cls(rec, det, chunk_pages=chunk_pages)
 
-    def _load(self, page):
-        import warnings
-        from ofa_jax.preprocess import ImageError, ImageWarning, _describe, _one_line, load_image
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ImageWarning)
-                rgb = np.asarray(load_image(page))
-            return rgb, tuple(str(w.message) for w in caught if isinstance(w.message, ImageWarning)), None
-        except ImageError as e:
-            return None, (), str(e)
-        except Exception as e:  # noqa: BLE001  an exotic decoder failure is still one line
-            return None, (), f"{_describe(page)}: cannot read ({type(e).__name__}: {_one_line(e)})"
-
-    def _chunk(self, pages: Sequence) -> list[PageResult]:
-        results, crops, owners = [], [], []
+    def _detect(self, pages: Sequence, queue: list) -> list:
+        """Loads and detects ``pages``; appends each line's (page, box, det_score, crop) to ``queue``
+        in reading order and returns the pages' ``_Pending``s in input order."""
+        states, loaded = [], []
         for page in pages:
             source = page if isinstance(page, str) else None
-            rgb, warns, error = self._load(page)
+            rgb, warns, error = load_page(page)
             if error is not None:
-                results.append(PageResult([], error=error, source=source))
+                states.append(_Pending(PageResult([], error=error, source=source)))
                 continue
-            det = self.detector.detect_rgb(rgb)
-            order = reading_order(det.boxes)
-            res = PageResult([], width=rgb.shape[1], height=rgb.shape[0], source=source, warnings=warns)
-            for i in order:
-                crops.append(dark_text_on_light(crop_line(rgb, det.boxes[i])))
-                owners.append((len(results), det.boxes[i], float(det.scores[i])))
-            results.append(res)
-        if crops:
-            for (p, box, det_score), r in zip(owners, self.recognizer(crops)):
-                text = r.text if r.error is None else ""
-                results[p].lines.append(Line(box.tolist(), text, float(r.score or 0.0), det_score))
-        return results
+            states.append(_Pending(PageResult([], width=rgb.shape[1], height=rgb.shape[0], source=source,
+                                              warnings=warns)))
+            loaded.append((states[-1], rgb))
+        dets = self.detector.detect_many([rgb for _, rgb in loaded]) if loaded else []
+        for (state, rgb), det in zip(loaded, dets):
+            for i in reading_order(det.boxes):
+                queue.append((state, det.boxes[i], float(det.scores[i]),
+                              dark_text_on_light(crop_line(rgb, det.boxes[i]))))
+                state.todo += 1
+        return states
 
-    def iter(self, pages: Iterable, progress: bool = False) -> Iterator[PageResult]:
-        """Results in input order, a chunk of pages at a time (see the class docstring)."""
-        items = list(pages)
+    def _recognize(self, lines: list) -> None:
+        for (state, box, det_score, _), r in zip(lines, self.recognizer([c for *_, c in lines])):
+            text = r.text if r.error is None else ""
+            state.result.lines.append(Line(box.tolist(), text, float(r.score or 0.0), det_score))
+            state.todo -= 1
+
+    def iter(self, pages: Iterable, progress: bool = False, total: Optional[int] = None) -> Iterator[PageResult]:
+        """Results in input order, streamed: ``pages`` (any iterable, a generator too) is read a
+        chunk at a time; lines go to the recogniser in full batches across pages (the last batch
+        padded) and a page is yielded as soon as all its lines are read. ``total``: the page count for
+        the progress bar (default: ``len(pages)`` where it has one)."""
+        import itertools
+        if total is None and hasattr(pages, "__len__"):
+            total = len(pages)
+        source = iter(pages)
+        batch = max(1, int(getattr(self.recognizer, "batch_size", 8)))
+        waiting: collections.deque = collections.deque()
+        queue: list = []
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=len(items), unit="page", file=sys.stderr, disable=None)
+            bar = tqdm(total=total, unit="page", file=sys.stderr, disable=None)
         try:
-            for start in range(0, len(items), self.chunk_pages):
-                chunk = items[start:start + self.chunk_pages]
-                for r in self._chunk(chunk):
-                    yield r
-                if bar is not None:
-                    bar.update(len(chunk))
+            exhausted = False
+            while not exhausted or waiting:
+                chunk = list(itertools.islice(source, self.chunk_pages)) if not exhausted else []
+                exhausted = exhausted or len(chunk) < self.chunk_pages
+                waiting.extend(self._detect(chunk, queue))
+                while len(queue) >= batch or (exhausted and queue):
+                    self._recognize(queue[:batch])
+                    del queue[:batch]
+                while waiting and waiting[0].todo == 0:
+                    yield waiting.popleft().result
+                    if bar is not None:
+                        bar.update(1)
         finally:
             if bar is not None:
                 bar.close()

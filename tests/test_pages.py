@@ -90,8 +90,9 @@ def test_page_metrics():
 def reader():
     if not os.path.isdir(BUNDLED_MODEL):
         pytest.skip("the shipped model is absent")
+    import jax
     from ofa_jax import PageReader
-    return PageReader.from_pretrained(compilation_cache=False)
+    return PageReader.from_pretrained(compilation_cache=False, devices=jax.devices()[:1])
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,60 @@ def test_bad_blank_and_good_pages_together(reader, tmp_path):
     assert len(out[2].lines) == 2 and out[2].source.endswith("sign.png")
 
 
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+class ShapeReader:
+    """A stand-in recogniser (the detector is the real one): a crop's text is its size, so tests of
+    the page pipeline's plumbing do not wait for beam search."""
+    batch_size = 4
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, crops):
+        from ofa_jax.recognizer import Result
+        self.calls.append(len(crops))
+        return [Result(text=f"{c.shape[1]}x{c.shape[0]}", score=-0.5) for c in crops]
+
+
+def test_pages_stream_from_a_generator_in_bounded_memory():
+    """A generator of 23 pages (text pages, blank pages and a broken one) is read a chunk at a time:
+    every page comes out, in input order, while at most a chunk of pages (plus those whose lines wait
+    for a full recognition batch) has been pulled ahead of the output; lines of several pages share
+    the recogniser's batches, which are full until the last one."""
+    import jax
+    from ofa_jax import PageReader
+    from ofa_jax.detect import TextDetector
+    from test_detector import _text_page
+    det = TextDetector.from_pretrained(limit_side_len=128, devices=jax.devices()[:1])
+    rec = ShapeReader()
+    reader = PageReader(rec, det, chunk_pages=3)
+    text = _text_page(128, 256)
+    pulled = []
+
+    def pages():
+        for i in range(23):
+            pulled.append(i)
+            yield b"broken" if i == 7 else text if i % 3 else np.full((128, 256, 3), 255, np.uint8)
+
+    out = []
+    for page in reader.iter(pages()):
+        out.append(page)
+        assert len(pulled) - len(out) <= reader.chunk_pages + rec.batch_size, (len(pulled), len(out))
+    assert len(out) == len(pulled) == 23
+    assert [p.ok for p in out] == [i != 7 for i in range(23)]
+    assert [len(p.lines) for p in out] == [0 if i == 7 or i % 3 == 0 else 2 for i in range(23)]
+    assert all(line.text == "{}x{}".format(*line_size(line)) for p in out for line in p.lines)
+    assert rec.calls[:-1] == [4] * (len(rec.calls) - 1) and sum(rec.calls) == 2 * 14
+
+
+def line_size(line):
+    q = np.asarray(line.box, np.float32)
+    return int(max(np.linalg.norm(q[0] - q[1]), np.linalg.norm(q[3] - q[2]))), \
+        int(max(np.linalg.norm(q[0] - q[3]), np.linalg.norm(q[1] - q[2])))
+
+
 # ---------------------------------------------------------------------------------------------- the command
 
 
@@ -177,3 +232,163 @@ def test_help(module):
     from test_cli_fresh import run
     p = run(f"python -m {module} --help", dict(os.environ))
     assert p.returncode == 0 and p.stdout.startswith(f"usage: python -m {module} "), p.stdout[:200]
+
+
+# ---------------------------------------------------------------------------------------------- corpora
+
+
+@pytest.fixture(scope="session")
+def micro_dirs(tmp_path_factory):
+    """The reference-checked micro recogniser (fast to compile; it reads nonsense, which is all a test of
+    the plumbing needs) and the shipped detector at a small size (pages shrunk to 256 pixels)."""
+    import shutil
+    from reference_weights import decode_case
+    from tools.convert_weights import state_dict_to_variables
+    from tools.convert_weights.convert import BUNDLED_VOCAB
+    from ofa_jax.detect.detector import BUNDLED_DETECTOR
+    from ofa_jax.modeldir import save_model_dir
+    sd, _, meta, cfg = decode_case()
+    variables, extras = state_dict_to_variables(sd, cfg)
+    root = tmp_path_factory.mktemp("ocr")
+    save_model_dir(str(root / "model"), cfg, variables, BUNDLED_VOCAB, generation=meta["settings"]["beam5"],
+                   extras=extras)
+    shutil.copytree(BUNDLED_DETECTOR, root / "det")
+    with open(root / "det" / "detection.json") as f:
+        detection = json.load(f)
+    with open(root / "det" / "detection.json", "w") as f:
+        json.dump({**detection, "max_side_len": 256, "limit_side_len": 128}, f)
+    pages = root / "pages"
+    pages.mkdir()
+    for name in ("columns.jpg", "receipt.png", "sign.png"):
+        shutil.copy(os.path.join(PAGES, name), pages / name)
+    (pages / "a_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return str(root / "model"), str(root / "det"), str(pages), str(root)
+
+
+def cli_env(tmp_path, devices: int = 1) -> dict:
+    import re
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", "")).strip()
+    return {**os.environ, "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
+            "OFA_JAX_CACHE_DIR": str(tmp_path / "cache"), "PYTHONIOENCODING": "utf-8"}
+
+
+def same_pages(got: list, want: list):
+    """Rows of two runs: same paths, errors, boxes and texts; scores within 1e-4 (a sharded batch may
+    sum in another order)."""
+    assert [r["path"] for r in got] == [r["path"] for r in want]
+    for a, b in zip(got, want):
+        assert ("error" in a) == ("error" in b), (a, b)
+        if "error" in a:
+            continue
+        assert [(line["box"], line["text"]) for line in a["lines"]] == [(line["box"], line["text"]) for line in b["lines"]]
+        for x, y in zip(a["lines"], b["lines"]):
+            assert abs(x["score"] - y["score"]) < 1e-4 and abs(x["det_score"] - y["det_score"]) < 1e-4
+
+
+def test_ocr_out_resumes_a_killed_shard(micro_dirs, tmp_path):
+    """``--out`` into a shard that a killed run left with its first page and half a line: that page
+    is kept as written (not read again), the half line dropped, the other pages read and appended in
+    the sorted order; then the same command finds the shard complete and leaves it alone. The broken
+    page is one error line and makes the exit status 1 each time (it is in the shard)."""
+    from test_cli_fresh import run
+    model, det, pages, _ = micro_dirs
+    names = sorted(os.listdir(pages))
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"path": os.path.join(pages, names[1]), "width": 1, "height": 1, "lines": []}   # a made-up row
+    (out / "pages-00000-of-00001.jsonl.partial").write_text(json.dumps(earlier) + "\n" + '{"path": "x", "wid',
+                                                            encoding="utf-8")
+    cmd = f"python -m ofa_jax.ocr --model {model} --detector {det} --greedy --out {out} {pages}"
+    p = run(cmd, cli_env(tmp_path))
+    assert p.returncode == 1 and p.stdout == "", p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and names[0] in errors[0]
+    assert "4 pages (1 from an earlier run, 1 failed)" in p.stderr
+    assert os.listdir(out) == ["pages-00000-of-00001.jsonl"]
+    rows = [json.loads(line) for line in (out / "pages-00000-of-00001.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows[0] == earlier
+    assert [r["path"] for r in rows[1:]] == [os.path.join(pages, n) for n in names if n != names[1]]
+    assert "error" in rows[1] and all(len(r["lines"]) > 0 for r in rows[2:])
+
+    before = (out / "pages-00000-of-00001.jsonl").read_bytes()
+    p = run(cmd, cli_env(tmp_path))
+    assert p.returncode == 1 and "is complete (1 failed pages); nothing to do" in p.stderr
+    assert (out / "pages-00000-of-00001.jsonl").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_ocr_on_eight_devices_equals_one(micro_dirs, tmp_path):
+    """The same command with 8 fake CPU devices (detector and recogniser batches split over them) and
+    with one prints the same pages: boxes and texts equal, scores within 1e-4."""
+    from test_cli_fresh import run
+    model, det, pages, _ = micro_dirs
+    cmd = f"python -m ofa_jax.ocr --model {model} --detector {det} --greedy --json {pages}"
+    runs = [run(cmd, cli_env(tmp_path, n)) for n in (1, 8)]
+    assert [p.returncode for p in runs] == [1, 1]
+    one, eight = ([json.loads(line) for line in p.stdout.splitlines()] for p in runs)
+    assert sum(len(r.get("lines", [])) for r in one) >= 30
+    same_pages(eight, one)
+
+
+def test_ocr_and_evaluate_bad_arguments_are_one_line(tmp_path):
+    from test_cli_fresh import run
+    env = cli_env(tmp_path)
+    for cmd, msg in (("ocr --distributed x.png", "--distributed needs --out DIR"),
+                     ("ocr --process-id 1 x.png", "go with --distributed"),
+                     ("ocr --out d --json x.png", "does not go with --json"),
+                     ("evaluate --pages examples/pages --data render:mixed", "--pages does not go with --data"),
+                     ("evaluate --baseline rapidocr --data render:mixed", "--baseline and --detector go with --pages"),
+                     (f"evaluate --pages {tmp_path}", "no labels.json")):
+        p = run(f"python -m ofa_jax.{cmd}", env)
+        assert p.returncode == 2 and msg in p.stderr.strip().splitlines()[-1], p.stderr
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def test_page_set_round_trip(tmp_path):
+    """``save_page_set`` (what ``python -m ofa_jax.detect.synth`` writes) -> ``load_page_set``: the
+    pixels, boxes (to 0.1 pixel) and texts of the generated pages; bad labels are one ValueError."""
+    from ofa_jax.data.render import find_cjk_fonts
+    from ofa_jax.detect.pageset import load_page_set, save_page_set
+    from ofa_jax.detect.synth import render_page
+    if not find_cjk_fonts():
+        pytest.skip("no CJK font")
+    pages = [render_page(5, "sign"), render_page(6, "receipt")]
+    save_page_set(str(tmp_path), pages)
+    got = load_page_set(str(tmp_path))
+    assert [os.path.basename(p) for p, _, _ in got] == ["page-000-sign.png", "page-001-receipt.png"]
+    from PIL import Image
+    for page, (path, boxes, texts) in zip(pages, got):
+        assert texts == page.texts and len(boxes) == len(page.boxes) > 0
+        assert max(np.abs(a - b).max() for a, b in zip(boxes, page.boxes)) <= 0.05 + 1e-4
+        with Image.open(path) as im:
+            assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(page.image))
+    (tmp_path / "labels.json").write_text('{"a.png": [{"text": "x"}]}', encoding="utf-8")
+    with pytest.raises(ValueError, match="not a page set's labels"):
+        load_page_set(str(tmp_path))
+
+
+def test_evaluate_pages_next_to_rapidocr(micro_dirs, tmp_path):
+    """``python -m ofa_jax.evaluate --pages examples/pages --baseline rapidocr``: both pipelines find
+    every labelled line (the same detector network), RapidOCR reads most of them, the micro model
+    (random weights) none; the table has a row each with pages/s, and --output has a row per page and
+    engine."""
+    pytest.importorskip("rapidocr")
+    from test_cli_fresh import run
+    model, _, _, _ = micro_dirs
+    with open(os.path.join(PAGES, "labels.json"), encoding="utf-8") as f:
+        n_lines = sum(len(v) for v in json.load(f).values())
+    out = tmp_path / "rows.jsonl"
+    p = run(f"python -m ofa_jax.evaluate --pages examples/pages --baseline rapidocr --model {model} --beam 1 "
+            f"--json --output {out}", cli_env(tmp_path))
+    assert p.returncode == 0, p.stderr
+    ours, rapid = json.loads(p.stdout.splitlines()[-1])
+    table = [line for line in p.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 3 and table[1].startswith("| ofa-jax (") and table[2].startswith("| RapidOCR (")
+    assert ours["pages"] == rapid["pages"] == 3 and ours["lines"] == rapid["lines"] == n_lines
+    assert ours["hmean"] == 1.0 and rapid["hmean"] == 1.0
+    assert rapid["line_acc"] > 0.8 and ours["line_acc"] < rapid["line_acc"]
+    assert ours["pages_per_s"] > 0 and rapid["pages_per_s"] > 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 6 and sum(r["gt"] for r in rows) == 2 * n_lines

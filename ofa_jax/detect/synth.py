@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Optional, Sequence
 
 import numpy as np
@@ -159,3 +160,37 @@ def render_page(seed: int, kind: Optional[str] = None, fonts: Optional[Sequence[
         arr = arr * light[..., None] + rng.normal(0, rng.uniform(2, 8), arr.shape)
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
     return Page(img, [np.asarray(b, np.float32) for b in boxes], list(wr.texts), kind)
+
+
+def page_set(n: int, seed: int = 1000) -> list[Page]:
+    """The benchmark's mix: the kinds in turn, every other round of them photographed at an angle."""
+    return [render_page(seed + i, KINDS[i % len(KINDS)], warp=bool(i // len(KINDS) % 2)) for i in range(n)]
+
+
+def main(argv=None) -> int:
+    """python -m ofa_jax.detect.synth OUT_DIR [--pages 16] [--seed 1000]: a page set for
+    ``python -m ofa_jax.evaluate --pages OUT_DIR`` (PNG pages + labels.json)."""
+    import argparse
+    from ofa_jax.detect.pageset import save_page_set
+    ap = argparse.ArgumentParser(prog="python -m ofa_jax.detect.synth",
+                                 description="Writes generated pages (PNG) and their labels.json to OUT_DIR: a page "
+                                             "set for python -m ofa_jax.evaluate --pages OUT_DIR.")
+    ap.add_argument("out", metavar="OUT_DIR")
+    ap.add_argument("--pages", type=int, default=16, help="how many pages (default 16)")
+    ap.add_argument("--seed", type=int, default=1000, help="seed of the first page (default 1000)")
+    args = ap.parse_args(argv)
+    if args.pages < 1:
+        ap.error("--pages must be >= 1")
+    try:
+        save_page_set(args.out, page_set(args.pages, args.seed))
+    except (OSError, RuntimeError) as e:
+        print(f"error: {args.out}: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.pages} pages -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from ofa_jax.cli import run
+
+    run(main)
