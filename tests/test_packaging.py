@@ -81,3 +81,20 @@ def test_without_torch_the_torch_tests_skip_saying_how(tmp_path):
     assert all("pip install torch --index-url https://download.pytorch.org/whl/cpu" in s for s in skips), skips
     summary = [line for line in p.stdout.splitlines() if line.strip()][-1]
     assert re.fullmatch(r"\d+ skipped, \d+ deselected in .*", summary), summary  # nothing ran, nothing broke
+
+
+def test_a_native_abort_in_a_test_prints_its_reason(tmp_path):
+    """The suite once died with ``Fatal Python error: Aborted`` and no word from the C++ code that aborted:
+    pytest's per-test fd capture held XLA's message and went down with the process. With the project's
+    pytest settings the message reaches the terminal beside faulthandler's Python stack."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_abort.py").write_text(
+        "import ctypes, os\n\n\ndef test_abort():\n"
+        "    os.write(2, b'F0000 native.cc:1] Check failed: the reason\\n')\n    ctypes.CDLL(None).abort()\n")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c",
+                        os.path.join(ROOT, "pyproject.toml"), "--rootdir", str(tmp_path), str(tmp_path / "test_abort.py")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "Fatal Python error: Aborted" in p.stderr, p.stderr[-2000:]
+    assert "Check failed: the reason" in p.stdout + p.stderr, p.stderr[-2000:]
