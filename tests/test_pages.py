@@ -227,7 +227,7 @@ def test_ocr_command_as_documented(tmp_path):
         assert im.size == (2 * rows[1]["width"], rows[1]["height"])
 
 
-@pytest.mark.parametrize("module", ["ofa_jax.ocr", "tools.convert_detector"])
+@pytest.mark.parametrize("module", ["ofa_jax.ocr", "ofa_jax.detect.synth", "tools.convert_detector"])
 def test_help(module):
     from test_cli_fresh import run
     p = run(f"python -m {module} --help", dict(os.environ))
@@ -369,6 +369,35 @@ def test_page_set_round_trip(tmp_path):
         load_page_set(str(tmp_path))
 
 
+def test_score_engine_on_a_page_set():
+    """``score_engine`` on examples/pages with a stand-in engine that returns the labels with one line
+    dropped and one misread per page, and an unreadable page: the counts by hand."""
+    from ofa_jax.detect.pageset import load_page_set, score_engine
+    from ofa_jax.pages import Line, PageResult
+    pages = load_page_set(PAGES)
+
+    def engine(paths):
+        out = []
+        for path in paths:
+            if path.endswith("sign.png"):
+                out.append(PageResult([], error=f"{path}: cannot read"))
+                continue
+            (_, boxes, texts), = [p for p in pages if p[0] == path]
+            lines = [Line(b.tolist(), t, 0.0, 1.0) for b, t in zip(boxes, texts)][1:]
+            lines[0].text += "错"
+            out.append(PageResult(lines))
+        return out
+
+    s = score_engine(engine, pages, "stand-in", progress=False)
+    n = sum(len(t) for _, _, t in pages)
+    n_sign = len(pages[-1][2])
+    found = n - n_sign - 2
+    assert (s["pages"], s["lines"], s["unreadable"]) == (3, n, 1)
+    assert s["precision"] == 1.0 and abs(s["recall"] - found / n) < 1e-9
+    assert abs(s["line_acc"] - (found - 2) / n) < 1e-9 and s["pages_per_s"] > 0
+
+
+@pytest.mark.slow
 def test_evaluate_pages_next_to_rapidocr(micro_dirs, tmp_path):
     """``python -m ofa_jax.evaluate --pages examples/pages --baseline rapidocr``: both pipelines find
     every labelled line (the same detector network), RapidOCR reads most of them, the micro model
