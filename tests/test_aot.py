@@ -56,6 +56,7 @@ def test_micro_train_step_and_decode_compile_for_v5e_2x2():
     assert train["memory"]["aliased"] > 0.9 * (train["memory"]["arguments"] - 8 * 96 * 96 * 3 / 4)
 
 
+@pytest.mark.slow  # a TPU compile (~1.5 min); the kernel's values and gradients: tests/test_fused_attention.py
 @needs_libtpu
 def test_fused_attention_compiles_as_a_mosaic_kernel_per_device():
     """model.fused_attention: the Pallas kernel inside a shard_map over data x fsdp (XLA cannot partition

@@ -12,6 +12,7 @@ def _params(model_dir):
     return modeldir.flatten(modeldir.load_model_dir(str(model_dir)).variables["params"])
 
 
+@pytest.mark.slow  # a training run (~1.5 min); frozen parameters' optimizer state: the next test
 def test_freeze_encoder_trains_only_the_rest(tmp_path):
     # Also the optimizer state's structure: frozen parameters have no Adam state (optax MaskedNode), and
     # its shardings, checkpoint and restore must follow (the sharded run: the slow test below).

@@ -4,6 +4,7 @@ Single digits: from scratch the model learns glyphs in a few hundred steps but t
 align longer lines (the shipped model's card, ofa_jax/models/ofa-ocr-zh-small/README.md, "What shaped this
 recipe"); 1-2-digit lines stayed at chance."""
 import numpy as np
+import pytest
 
 from helpers import tiny_config, train_losses
 from ofa_jax import train
@@ -19,6 +20,7 @@ def test_loss_goes_down(tmp_path):
     assert np.mean(losses[-3:]) < losses[0] - 2.0, losses
 
 
+@pytest.mark.slow  # a longer training run (~4 min on 2 cores); test_loss_goes_down stays in the default set
 def test_learns_digits_above_chance(tmp_path):
     # Chance: one digit -> 10 possible lines; a constant guess is right ~1/10. This run reads all 64
     # val digits from step 100 on (2026-11-27, eval every 50 steps: 44% at step 50).

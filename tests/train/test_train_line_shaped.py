@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from ofa_jax import train
 from ofa_jax.preprocess import resize_and_pad_uint8
@@ -34,6 +35,7 @@ def test_line_shaped_train_export_decode(tmp_path):
     assert stats.size and not np.allclose(stats, np.round(stats))
 
 
+@pytest.mark.slow  # a second line-shaped run (~1.5 min); the bf16 export CLI: test_cli_fresh
 def test_every_zero_means_at_the_end_and_bf16_export(tmp_path):
     """``eval.every``/``ckpt.every`` <= 0: validate and save only at the end (was a ZeroDivisionError);
     ``export(dtype="bfloat16")`` halves the float parameters and keeps BatchNorm statistics float32."""

@@ -14,7 +14,8 @@ def single(tmp_path_factory):
     return train_losses(wd)
 
 
-@pytest.mark.parametrize("mesh", [{"data": 8}, {"data": 2, "fsdp": 2, "tensor": 2}], ids=["data8", "d2f2t2"])
+@pytest.mark.parametrize("mesh", [pytest.param({"data": 8}, marks=pytest.mark.slow), {"data": 2, "fsdp": 2, "tensor": 2}],
+                         ids=["data8", "d2f2t2"])  # data8: slow (~2 min); d2f2t2 shards all three axes
 def test_mesh_losses_match_single_device(tmp_path, single, mesh):
     if jax.device_count() < 8:
         pytest.skip("needs 8 (fake) devices")
@@ -42,6 +43,7 @@ def test_grad_accumulation_matches_full_batch(tmp_path):
         np.testing.assert_allclose(r, runs[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # two accumulation runs (~2.5 min); test_grad_accumulation_matches_full_batch stays
 def test_host_accumulation_equals_one_program_with_dropout(tmp_path):
     """The host loop draws micro-batch i's dropout masks as the one-program step does, so with dropout
     on the two give the same losses; also sharded over 4 (fake) devices."""
