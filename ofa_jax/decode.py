@@ -33,6 +33,18 @@ def expand_paths(paths):
     return out
 
 
+def report_problems(path: str, result, user_paths) -> bool:
+    """Print ``result``'s warnings and error (one line each, stderr); True if it failed. Shared by the
+    line and page CLIs so that both name a directory without images the same way."""
+    if result.error is not None and path in user_paths and os.path.isdir(path):
+        result.error = f"{path}: no image files ({', '.join(IMAGE_EXTS)}) in this directory"
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if result.error is not None:
+        print(f"error: {result.error}", file=sys.stderr)
+    return result.error is not None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ofa_jax.decode", description=__doc__.split("\n\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,13 +93,8 @@ def main(argv=None) -> int:
     for start in range(0, len(paths), rec.batch_size):  # stream: print as each batch finishes
         chunk = paths[start:start + rec.batch_size]
         for path, r in zip(chunk, rec(chunk)):
-            if r.error is not None and path in args.paths and os.path.isdir(path):
-                r.error = f"{path}: no image files ({', '.join(IMAGE_EXTS)}) in this directory"
-            for w in r.warnings:
-                print(f"warning: {w}", file=sys.stderr)
-            if r.error is not None:
+            if report_problems(path, r, args.paths):
                 failed += 1
-                print(f"error: {r.error}", file=sys.stderr)
                 if args.json:
                     print(json.dumps({"path": path, "error": r.error}, ensure_ascii=False))
             elif args.json:

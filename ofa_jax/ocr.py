@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     if args.out and (args.json or args.draw):
         ap.error("--out writes JSON shards; it does not go with --json or --draw")
 
-    from ofa_jax.decode import IMAGE_EXTS, expand_paths
+    from ofa_jax.decode import expand_paths, report_problems
     from ofa_jax.modeldir import ModelDirError
     from ofa_jax.pages import PageReader, draw_page
 
@@ -173,13 +173,8 @@ def main(argv=None) -> int:
     try:
         progress = not args.json and len(todo) > 1
         for path, page in zip(todo, reader.iter(todo, progress=progress)):
-            if page.error is not None and path in args.paths and os.path.isdir(path):
-                page.error = f"{path}: no image files ({', '.join(IMAGE_EXTS)}) in this directory"
-            for w in page.warnings:
-                print(f"warning: {w}", file=sys.stderr)
-            if page.error is not None:
+            if report_problems(path, page, args.paths):
                 failed += 1
-                print(f"error: {page.error}", file=sys.stderr)
             if out_file is not None:
                 out_file.write(json.dumps(page_row(path, page), ensure_ascii=False) + "\n")
                 out_file.flush()
