@@ -164,3 +164,31 @@ def test_hbm_traffic_of_a_scan_counts_every_iteration():
     total = lambda f, w: sum(r["bytes"] for r in heaviest_ops(jax.jit(f).lower(x, w).compile(), None))
     w0 = jax.ShapeDtypeStruct((512, 512), jnp.float32)
     assert 5 * total(one, w0) <= total(six, w) <= 12 * total(one, w0)  # the loop adds copies of its carry
+
+
+def test_tlp_breakdown_charges_each_stretch_to_the_launch_after_it(tmp_path):
+    """bench/tlp_breakdown.py on a hand-written dump: the instructions before the first launch are the
+    entry, each stretch since the previous launch (the launch included) goes to the kernel it launches,
+    what follows the last launch to exit."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import tlp_breakdown
+    finally:
+        sys.path.pop(0)
+    (tmp_path / "1-TLP-hlo.txt").write_text(
+        "HloModule jit_step\n"
+        "  %fusion.1 = f32[4]{0} fusion(%p), metadata={op_name=\"jit(step)/jvp(OFA)/encoder/embed_images/conv1\"}\n"
+        "  %fusion.2 = f32[4]{0} fusion(%q), metadata={op_name=\"jit(step)/transpose(jvp(OFA))/decoder/layers_0/fc1\"}\n"
+        "  %all-gather.3 = f32[8]{0} all-gather(%r), metadata={op_name=\"jit(step)/jvp(OFA)/decoder/layers_1/fc2\"}\n"
+        "ENTRY %main (param.1: (f32[4], f32[4], s32[])) -> (f32[4]) {\n")
+    (tmp_path / "1-TLP-00-original.txt").write_text(
+        "$region0:\n  #allocation0 [shape = 'u32[]']\n"
+        "  %1 = sld [smem:[#allocation0]]\n  %2 = sadd.s32 %1, 1\n"
+        "  %3 = call [#allocation1] /* %fusion.1 = fusion(%p) */\n"
+        "  // a comment\n  %4 = sld [smem:[#allocation0]]\n  %5 = inlined_call /* %fusion.2 = fusion(%q) */\n"
+        "  %6 = call [#allocation2] /* %all-gather.3 = all-gather(%r) */\n  %7 = vst\n  %8 = vst\n")
+    rows, total, n_args = tlp_breakdown.breakdown(str(tmp_path))
+    assert total == 8 and n_args == 3
+    assert {p: (n, ins) for p, n, ins in rows} == {
+        "entry (before the first launch)": (0, 2), "forward: ResNet": (1, 1),
+        "backward: decoder layers": (1, 2), "collectives (unfused)": (1, 1), "exit (after the last launch)": (0, 2)}
