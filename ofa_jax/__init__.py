@@ -8,38 +8,32 @@ import os
 
 __version__ = "0.1.0"
 
-# XLA:CPU defaults for every program of this process, jax's one-op eager programs included; set before
-# jax starts its CPU backend (later they have no effect), only where XLA_FLAGS does not name the flag,
-# and only for the jaxlib versions that know it (an unknown flag in XLA_FLAGS is fatal). Name a flag
-# in XLA_FLAGS to choose otherwise.
-#  * A collective's rendezvous (several CPU devices, e.g. --xla_force_host_platform_device_count=8)
-#    aborts the process (SIGABRT, "Termination timeout ... Exiting to ensure a consistent program
-#    state") when a device's thread is over 60 s late (warning at 20 s, then 40 s more). On a loaded
-#    2-core host a device thread can be that late and nothing is wrong: wait 20 minutes instead.
-#  * YNNPACK library fusions only for matrix products and convolutions, as our own programs ask
-#    (ofa_jax/xla_options.py, where the speed reason is): jaxlib 0.10.2's YNNPACK reduction fusions
-#    also crash for some shapes (jax-ml/jax#39257, #40412).
+# Keep XLA:CPU's YNNPACK library fusions to matrix products and convolutions in every program of this
+# process, jax's one-op eager programs included (ours pass the same as compiler options:
+# ofa_jax/xla_options.py). jaxlib 0.10.2-0.11's YNNPACK reduction fusions crash on a worker thread for
+# some shapes (jax-ml/jax#39257, #40412: SIGSEGV or SIGABRT, or a hang), so the process dies with a
+# Python stack that points at whatever the main thread was doing. Only where XLA_FLAGS says nothing of
+# it, for the jaxlib versions that know the flag, and only before jax starts its CPU backend (later it
+# has no effect). Set XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=<types> to choose otherwise.
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 YNN_TYPES = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
-XLA_CPU_DEFAULTS = {"--xla_cpu_collective_call_terminate_timeout_seconds": "1200",
-                    "--xla_cpu_experimental_ynn_fusion_type": YNN_TYPES}
 
 
-def _xla_cpu_defaults() -> None:
+def _restrict_ynn_fusions() -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if YNN_FLAG in flags:
+        return
     try:
         from importlib.metadata import version
 
         jaxlib = tuple(int(x) for x in version("jaxlib").split(".")[:3])
     except Exception:  # no jaxlib (the reference environment) or an unusual version string
         return
-    if not (0, 10, 1) <= jaxlib < (0, 12, 0):
-        return
-    flags = os.environ.get("XLA_FLAGS", "")
-    extra = [f"{k}={v}" for k, v in XLA_CPU_DEFAULTS.items() if k not in flags]
-    if extra:
-        os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+    if (0, 10, 1) <= jaxlib < (0, 12, 0):
+        os.environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}={YNN_TYPES}".strip()
 
 
-_xla_cpu_defaults()
+_restrict_ynn_fusions()
 
 _LAZY = {
     "OFAConfig": "ofa_jax.config",
