@@ -48,9 +48,10 @@ def _joint_greedy(rec, views, images, max_len):
     """The view ensemble written out without the decode cache: at each step the whole prefix is run
     teacher-forced under every view and the views' log-probabilities are averaged.
 
-    Jitted with the Recognizer's compiler options. Run eagerly, the model was hundreds of one-op XLA
-    programs (this test compiled 845 programs, 41 now) built with jaxlib's default CPU fusions, which
-    none of ofa-jax's own programs use; the suite's SIGABRTs under load all happened inside that run."""
+    Jitted with the Recognizer's compiler options, and each step's result fetched. Run eagerly it was
+    845 one-op programs on arrays sharded over the 8 fake devices, hundreds of them in flight at once:
+    past 32 behind a slow one, jaxlib's CPU client deadlocks and XLA aborts the process (the suite's
+    SIGABRT under load; docs/faults.md, tests/test_xla_options.py)."""
     import jax
     import jax.numpy as jnp
 
