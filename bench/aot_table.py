@@ -35,7 +35,10 @@ ROWS = {
     "tiny-v5e16-data": ("v5e:4x4", ["--config.model.preset=tiny", "--config.batch_size=128"]
                         + mesh(data=16) + BF16 + FUSED),
     "base-v5e16-data4fsdp4": ("v5e:4x4", ["--config.batch_size=128"] + mesh(data=4, fsdp=4) + BF16 + FUSED),
+    "base-v5e16-data4fsdp4-scan": ("v5e:4x4", ["--config.batch_size=128"] + mesh(data=4, fsdp=4) + BF16 + FUSED
+                                   + ["--config.model.scan=True"]),
     "base-v6e16-data4fsdp4": ("v6e:4x4", ["--config.batch_size=128"] + mesh(data=4, fsdp=4) + BF16 + FUSED),
+    "base-v6e16-data4fsdp4-b384": ("v6e:4x4", ["--config.batch_size=384"] + mesh(data=4, fsdp=4) + BF16 + FUSED),
     "base-v5p8-data4": ("v5p:2x2x1", ["--config.batch_size=32"] + mesh(data=4) + BF16 + FUSED),
     "large-v5e16-fsdp16": ("v5e:4x4", ["--config.model.preset=large", "--config.batch_size=128"]
                            + mesh(fsdp=16) + BF16 + FUSED + SCAN),
