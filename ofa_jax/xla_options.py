@@ -5,8 +5,6 @@ the columns of a (912, 3072) array in ~30 ms where XLA's own loop takes ~0.7 ms.
 step these are the LayerNorm and bias gradients: ~16% of the step (docs/performance.md). We keep
 YNNPACK for what it is fast at, matrix products and convolutions. Other backends get no options,
 and a jaxlib that does not know the option (older or newer) is probed once and left at its defaults.
-Importing ofa_jax sets the same default for the whole process (XLA_FLAGS; see ofa_jax/__init__.py):
-jaxlib 0.10.2's YNNPACK reduction fusions can also crash.
 """
 from __future__ import annotations
 
@@ -16,9 +14,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ofa_jax import YNN_TYPES
-
-_CPU = {"xla_cpu_experimental_ynn_fusion_type": YNN_TYPES}
+_CPU = {"xla_cpu_experimental_ynn_fusion_type":
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
 
 
 @functools.lru_cache(maxsize=None)

@@ -51,7 +51,7 @@ def _joint_greedy(rec, views, images, max_len):
     Jitted with the Recognizer's compiler options, and each step's result fetched. Run eagerly it was
     845 one-op programs on arrays sharded over the 8 fake devices, hundreds of them in flight at once:
     past 32 behind a slow one, jaxlib's CPU client deadlocks and XLA aborts the process (the suite's
-    SIGABRT under load; docs/faults.md, tests/test_xla_options.py)."""
+    SIGABRT under load; docs/faults.md, tests/test_cpu_collectives.py)."""
     import jax
     import jax.numpy as jnp
 
