@@ -170,11 +170,7 @@ def test_tlp_breakdown_charges_each_stretch_to_the_launch_after_it(tmp_path):
     """bench/tlp_breakdown.py on a hand-written dump: the instructions before the first launch are the
     entry, each stretch since the previous launch (the launch included) goes to the kernel it launches,
     what follows the last launch to exit."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        import tlp_breakdown
-    finally:
-        sys.path.pop(0)
+    from bench import tlp_breakdown
     (tmp_path / "1-TLP-hlo.txt").write_text(
         "HloModule jit_step\n"
         "  %fusion.1 = f32[4]{0} fusion(%p), metadata={op_name=\"jit(step)/jvp(OFA)/encoder/embed_images/conv1\"}\n"
