@@ -9,7 +9,8 @@ that no training corpus holds, each once clean and once with photographed-lookin
 Engines:
 
 * ``plain`` -- the model (default: the shipped one) with plain decoding (``--views id``; its
-  generation.json's beam and max length, like ``python -m ofa_jax.decode --views id``);
+  generation.json's beam, max length, polarity and long-line pieces, like ``python -m ofa_jax.decode
+  --views id``; ``--polarity keep --max-aspect 0`` reads every line whole, as it is);
 * ``views`` -- the model as ``python -m ofa_jax.decode`` runs it by default (its generation.json's
   views, if any);
 * ``rapidocr`` -- RapidOCR's PP-OCR recogniser on the original image (``ofa_jax.baselines``), when
@@ -73,7 +74,8 @@ def make_engine(name: str, args):
         return RapidOCRRecognizer()
     from ofa_jax.recognizer import Recognizer
     return Recognizer.from_pretrained(args.model, beam_size=args.beam, batch_size=args.batch_size,
-                                      views="id" if name == "plain" else None)
+                                      views="id" if name == "plain" else None, polarity=args.polarity,
+                                      max_aspect=args.max_aspect)
 
 
 def parse_fit(value: str | None) -> tuple[int, int] | None:
@@ -161,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma list of plain, views, rapidocr")
     ap.add_argument("--beam", type=int, help="beam size (default: the model dir's)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--polarity", choices=["auto", "keep"], help="as in decode (default: the model dir's)")
+    ap.add_argument("--max-aspect", type=float, metavar="A", help="as in decode (default: the model dir's)")
     ap.add_argument("--limit", type=int, help="only the first N lines of the split")
     ap.add_argument("--subset", choices=SUBSETS, help="only the clean or only the hard lines")
     ap.add_argument("--fit", type=parse_fit, metavar="HxW",

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from ofa_jax.lines import ASPECT_HELP, POLARITY_HELP
 from ofa_jax.views import CLI_HELP as VIEWS_HELP
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -58,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default float32)")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     ap.add_argument("--views", metavar="V,V,...", help=VIEWS_HELP)
+    ap.add_argument("--polarity", choices=["auto", "keep"], help=POLARITY_HELP)
+    ap.add_argument("--max-aspect", type=float, metavar="A", help=ASPECT_HELP)
     args = ap.parse_args(argv)
     if args.greedy and args.beam not in (None, 1):
         ap.error("--greedy and --beam N>1 contradict each other")
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
     try:
         rec = Recognizer.from_pretrained(args.model, beam_size=1 if args.greedy else args.beam, max_len=args.max_len,
                                          min_len=args.min_len, batch_size=args.batch_size, dtype=args.dtype,
-                                         views=args.views)
+                                         views=args.views, polarity=args.polarity, max_aspect=args.max_aspect)
     except (ModelDirError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ import sys
 from typing import Any, Optional
 
 from ofa_jax.data.metrics import DEFAULT_NORMALIZATION, LineMetrics
+from ofa_jax.lines import ASPECT_HELP, POLARITY_HELP
 from ofa_jax.views import CLI_HELP as VIEWS_HELP
 
 NORMALIZATION_HELP = {
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-len", type=int, help="maximum generated tokens (fairseq max_len_b)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default float32)")
     ap.add_argument("--views", metavar="V,V,...", help=VIEWS_HELP)
+    ap.add_argument("--polarity", choices=["auto", "keep"], help=POLARITY_HELP)
+    ap.add_argument("--max-aspect", type=float, metavar="A", help=ASPECT_HELP)
     ap.add_argument("--engine", choices=["ofa", "rapidocr"], default="ofa",
                     help="ofa (default) or rapidocr: score RapidOCR's PP-OCR recogniser on the same data "
                          "(pip install rapidocr onnxruntime; --model and decoding options are ignored)")
@@ -211,7 +214,8 @@ def evaluate_pages_main(args) -> int:
         return 2
     try:
         reader = PageReader.from_pretrained(args.model, args.detector, beam_size=args.beam, max_len=args.max_len,
-                                            batch_size=args.batch_size, dtype=args.dtype, views=args.views)
+                                            batch_size=args.batch_size, dtype=args.dtype, views=args.views,
+                                            max_aspect=args.max_aspect)
         results = evaluate_pages(args.pages, reader, baseline=args.baseline, limit=args.limit, output=args.output)
     except (ModelDirError, ValueError, ImportError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -228,7 +232,8 @@ def load_recognizer(args):
         return RapidOCRRecognizer()
     from ofa_jax.recognizer import Recognizer
     return Recognizer.from_pretrained(args.model, beam_size=args.beam, max_len=args.max_len,
-                                      batch_size=args.batch_size, dtype=args.dtype, views=args.views)
+                                      batch_size=args.batch_size, dtype=args.dtype, views=args.views,
+                                      polarity=args.polarity, max_aspect=args.max_aspect)
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,7 @@ import json
 import os
 import sys
 
+from ofa_jax.lines import ASPECT_HELP
 from ofa_jax.views import CLI_HELP as VIEWS_HELP
 
 
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
                     help="most pages per detection batch (default 2 per device)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="recogniser compute dtype (default float32)")
     ap.add_argument("--views", metavar="V,V,...", help=VIEWS_HELP)
+    ap.add_argument("--max-aspect", type=float, metavar="A", help=ASPECT_HELP)
     ap.add_argument("--box-thresh", type=float, help="drop boxes whose mean text probability is lower (default 0.5)")
     ap.add_argument("--unclip-ratio", type=float, help="how far boxes grow around the detected text (default 1.6)")
     args = ap.parse_args(argv)
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
     try:
         reader = PageReader.from_pretrained(args.model, args.detector, beam_size=1 if args.greedy else args.beam,
                                             batch_size=args.batch_size, dtype=args.dtype, views=args.views,
-                                            devices=devices, det_batch_size=args.det_batch_size,
+                                            max_aspect=args.max_aspect, devices=devices, det_batch_size=args.det_batch_size,
                                             box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio)
     except (ModelDirError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

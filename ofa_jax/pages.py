@@ -29,6 +29,8 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from ofa_jax.lines import dark_text_on_light
+
 VERTICAL_RATIO = 1.5   # crop height / width from which a line is read as vertical text
 
 
@@ -167,16 +169,6 @@ def crop_line(rgb: np.ndarray, box) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def dark_text_on_light(crop: np.ndarray) -> np.ndarray:
-    """``crop`` with light text on a dark background inverted (dark on light is left alone): the
-    background is the crop's border (the box has a margin around the ink), and it is darker than the
-    crop's mean when the ink is the bright part. The shipped recogniser read the white-on-dark sign in
-    examples/pages wrong (0 of 2 lines) and inverted right (2 of 2)."""
-    lum = crop[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    border = np.concatenate([lum[:2].ravel(), lum[-2:].ravel(), lum[:, :2].ravel(), lum[:, -2:].ravel()])
-    return 255 - crop if np.median(border) < lum.mean() else crop
-
-
 # ---------------------------------------------------------------------------------------------- reader
 
 
@@ -218,16 +210,17 @@ class PageReader:
                         beam_size: Optional[int] = None, max_len: Optional[int] = None, batch_size: int = 8,
                         dtype: Optional[str] = None, views=None, compilation_cache: bool = True,
                         chunk_pages: int = 16, devices=None, det_batch_size: Optional[int] = None,
-                        **detection) -> "PageReader":
+                        max_aspect: Optional[float] = None, **detection) -> "PageReader":
         """``model``: an ofa-jax model dir (default: the shipped recogniser); ``detector``: a detector
         dir (default: the shipped PP-OCRv6 small detector); ``devices``: both split their batches
         over these (default: all); ``detection``: detection.json overrides (``box_thresh``,
-        ``unclip_ratio``, ``limit_side_len``, ``max_side_len`` ...)."""
+        ``unclip_ratio``, ``limit_side_len``, ``max_side_len`` ...); ``max_aspect``: the recogniser's
+        (a long line is read in pieces; default: its generation.json's)."""
         from ofa_jax.detect import TextDetector
         from ofa_jax.recognizer import Recognizer
         rec = Recognizer.from_pretrained(model, beam_size=beam_size, max_len=max_len, batch_size=batch_size,
                                          dtype=dtype, views=views, compilation_cache=compilation_cache,
-                                         devices=devices)
+                                         devices=devices, max_aspect=max_aspect)
         det = TextDetector.from_pretrained(detector, devices=devices, batch_size=det_batch_size, **detection)
         return cls(rec, det, chunk_pages=chunk_pages)
 

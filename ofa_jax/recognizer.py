@@ -63,7 +63,7 @@ class Result:
 
 class Recognizer:
     def __init__(self, model_dir, gen: GenerationConfig, batch_size: int = 8, dtype: Optional[str] = None,
-                 devices=None, views=None):
+                 devices=None, views=None, polarity: Optional[str] = None, max_aspect: Optional[float] = None):
         import jax
         import jax.numpy as jnp
         from ofa_jax.model import OFA
@@ -81,6 +81,20 @@ class Recognizer:
                 self.views = parse_views(model_dir.generation.get("views"))
             except ValueError as e:
                 raise ValueError(f"{os.path.join(model_dir.path, 'generation.json')}: {e}") from None
+        where = os.path.join(model_dir.path, "generation.json")
+        self.polarity = polarity if polarity is not None else model_dir.generation.get("polarity", "keep")
+        if self.polarity not in ("keep", "auto"):
+            raise ValueError(f"polarity {self.polarity!r}: expected keep or auto"
+                             + ("" if polarity is not None else f" ({where})"))
+        aspect = max_aspect if max_aspect is not None else model_dir.generation.get("max_piece_aspect")
+        try:
+            aspect = None if aspect is None or float(aspect) == 0 else float(aspect)
+        except (TypeError, ValueError):
+            aspect = -1.0
+        if aspect is not None and not aspect >= 1:
+            raise ValueError(f"max_piece_aspect {max_aspect if max_aspect is not None else aspect!r}: expected a "
+                             "number of text heights >= 1, or 0 for never" + ("" if max_aspect is not None else f" ({where})"))
+        self.max_aspect = aspect
         self.tokenizer = OFATokenizer.from_model_dir(model_dir.path)
         compute = {None: jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
         self.model = OFA(self.config, dtype=compute)
@@ -112,9 +126,14 @@ class Recognizer:
     def from_pretrained(cls, path: Optional[str] = None, *, beam_size: Optional[int] = None,
                         max_len: Optional[int] = None, min_len: Optional[int] = None, batch_size: int = 8,
                         dtype: Optional[str] = None, devices=None, compilation_cache: bool = True,
-                        views=None) -> "Recognizer":
+                        views=None, polarity: Optional[str] = None, max_aspect: Optional[float] = None
+                        ) -> "Recognizer":
         """Loads an ofa-jax model dir (default: the model shipped with the package). ``views``: test-time
-        views (``"id,w1.15"`` or a sequence; default: the model dir's, else plain decoding)."""
+        views (``"id,w1.15"`` or a sequence; default: the model dir's, else plain decoding).
+        ``polarity``: "auto" reads light-on-dark lines inverted, "keep" as they are; ``max_aspect``: a
+        line wider than this many text heights is read in pieces cut between characters, 0 never
+        (`ofa_jax.lines`); both default to the model dir's generation.json (``polarity``,
+        ``max_piece_aspect``), else "keep" and never, the reference's behaviour."""
         if compilation_cache:
             enable_compilation_cache()
         md = load_model_dir(path or BUNDLED_MODEL)
@@ -124,7 +143,7 @@ class Recognizer:
             if v is not None:
                 g[k] = v
         return cls(md, GenerationConfig.from_dict(g), batch_size=batch_size, dtype=dtype, devices=devices,
-                   views=views)
+                   views=views, polarity=polarity, max_aspect=max_aspect)
 
     # ------------------------------------------------------------------------------------------
     def preprocess(self, image) -> np.ndarray:
@@ -133,6 +152,22 @@ class Recognizer:
             return resize_and_pad_uint8(image, self.image_size)
         from ofa_jax.preprocess import load_image
         return np.stack([resize_and_pad_uint8(v, self.image_size) for v in apply_views(load_image(image), self.views)])
+
+    def pieces(self, image) -> tuple[list, list]:
+        """One image -> (the model inputs of its pieces, as `preprocess` makes them; `lines.Piece` list).
+        One piece, the image as it is, unless ``polarity`` or ``max_aspect`` asks for more."""
+        if self.polarity == "keep" and self.max_aspect is None:
+            return [self.preprocess(image)], None
+        from PIL import Image
+
+        from ofa_jax import lines
+        from ofa_jax.preprocess import load_image
+        rgb = np.asarray(load_image(image))
+        dark_on_light = lines.dark_text_on_light(rgb)  # where the ink is, whatever the polarity read
+        if self.polarity == "auto":
+            rgb = dark_on_light
+        cuts = lines.cut_points(dark_on_light, self.max_aspect) if self.max_aspect else [lines.Piece(0, rgb.shape[1])]
+        return [self.preprocess(Image.fromarray(np.ascontiguousarray(rgb[:, p.x0:p.x1]))) for p in cuts], cuts
 
     def _batch(self, pixels: np.ndarray):
         """uint8 (n, S, S, 3), or (n, V, S, S, 3) with views, n <= batch_size -> the normalised device
@@ -169,24 +204,42 @@ class Recognizer:
         return results
 
     def __call__(self, images, progress: bool = False) -> list[Result]:
-        """Recognises one image or a sequence of images; returns one Result per input, in order."""
+        """Recognises one image or a sequence of images; returns one Result per input, in order. A line
+        read in pieces (``max_aspect``) gets their texts joined (`lines.join_texts`) and the mean of
+        their scores weighted by their lengths."""
+        from ofa_jax.lines import join_texts
+
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         results: list[Optional[Result]] = [None] * len(items)
-        pending: list[tuple[int, np.ndarray]] = []
+        pending: list[tuple[int, np.ndarray]] = []  # (item, pixels of one of its pieces), in order
+        read: dict[int, list] = {}  # item -> (text, score) of its pieces read so far
+        cuts_of: dict[int, Optional[list]] = {}
         bar = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=len(items), unit="img", file=sys.stderr, disable=None)
 
+        def finish(i):
+            got, cuts = read.pop(i), cuts_of.pop(i)
+            if len(got) == 1:
+                text, score = got[0]
+            else:
+                text = join_texts([t for t, _ in got], cuts)
+                weights = [len(t) + 1 for t, _ in got]  # + 1: the end of sequence each piece scored
+                score = sum(w * sc for w, (_, sc) in zip(weights, got)) / sum(weights)
+            results[i] = Result(text=text, score=score, source=items[i] if isinstance(items[i], str) else None,
+                                warnings=item_warnings.pop(i, ()))
+            if bar is not None:
+                bar.update(1)
+
         def flush():
             if not pending:
                 return
-            for (i, _), (text, score) in zip(pending, self.recognize_pixels(np.stack([p for _, p in pending]))):
-                results[i] = Result(text=text, score=score, source=items[i] if isinstance(items[i], str) else None,
-                                    warnings=item_warnings.pop(i, ()))
-            if bar is not None:
-                bar.update(len(pending))
+            for (i, _), got in zip(pending, self.recognize_pixels(np.stack([p for _, p in pending]))):
+                read[i].append(got)
+                if len(read[i]) == (len(cuts_of[i]) if cuts_of[i] else 1):
+                    finish(i)
             pending.clear()
 
         item_warnings: dict[int, tuple] = {}
@@ -194,13 +247,12 @@ class Recognizer:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", ImageWarning)
-                    pixels = self.preprocess(item)
+                    pieces, cuts = self.pieces(item)
                 for w in caught:  # ours are kept with the result; anything else goes on as usual
                     if isinstance(w.message, ImageWarning):
                         item_warnings[i] = item_warnings.get(i, ()) + (str(w.message),)
                     else:
                         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-                pending.append((i, pixels))
             except Exception as e:  # ImageError; anything else (a bug, an exotic decoder) is still one line
                 if not isinstance(e, ImageError):
                     from ofa_jax.preprocess import _describe, _one_line
@@ -209,8 +261,12 @@ class Recognizer:
                                     source=item if isinstance(item, str) else None)
                 if bar is not None:
                     bar.update(1)
-            if len(pending) == self.batch_size:
-                flush()
+                continue
+            read[i], cuts_of[i] = [], cuts
+            for pixels in pieces:
+                pending.append((i, pixels))
+                if len(pending) == self.batch_size:
+                    flush()
         flush()
         if bar is not None:
             bar.close()
