@@ -8,8 +8,9 @@ character and collapses into repeated fragments (bench/RESULTS_indep.md). A line
 ``max_aspect`` text heights is cut into about-equal pieces of at most ``PIECE_SHARE * max_aspect``
 heights, each a line of the kind the model reads. Where to cut comes from the ink's column profile:
 the widest blank run near each even split point, so a cut falls between characters (or words) and,
-in CJK text, rarely inside one. Lines up to ``max_aspect`` stay whole, so the lengths the model was
-trained on are read as before.
+in CJK text, rarely inside one. A line a little narrower than ``max_aspect`` is read both whole and
+cut, and the better-scoring reading is kept (`readings`): the lengths the model was trained on read as
+before, and a slightly longer line is still cut.
 """
 from __future__ import annotations
 
@@ -113,6 +114,23 @@ def cut_points(rgb: np.ndarray, max_aspect: float) -> list[Piece]:
         gaps.append((b - a) / th if cols[a:b].max(initial=0) == 0 else 0.0)
     cuts.append(w)
     return [Piece(cuts[0], cuts[1])] + [Piece(cuts[k], cuts[k + 1], gaps[k - 1]) for k in range(1, n)]
+
+
+def readings(rgb: np.ndarray, max_aspect: float) -> list[list[Piece]]:
+    """The ways to read a line, each a list of pieces; the recogniser keeps the best-scoring one.
+
+    * ink at most ``PIECE_SHARE * max_aspect`` text heights wide: one way, whole;
+    * wider than ``max_aspect``: one way, in pieces (`cut_points`);
+    * in between: both whole and in smaller pieces (``cut_points(rgb, PIECE_SHARE * max_aspect)``). The
+      model's own training lengths end here (the shipped model's 12 characters are 10-13 heights), and
+      whether a line this wide reads better whole or cut depends on the line: the score decides.
+    """
+    whole = [Piece(0, rgb.shape[1])]
+    cut = cut_points(rgb, PIECE_SHARE * max_aspect)
+    if len(cut) == 1:
+        return [whole]
+    long = cut_points(rgb, max_aspect)
+    return [long] if len(long) > 1 else [whole, cut]
 
 
 def join_texts(texts: list[str], pieces: list[Piece], space_gap: float = 0.33) -> str:

@@ -153,11 +153,12 @@ class Recognizer:
         from ofa_jax.preprocess import load_image
         return np.stack([resize_and_pad_uint8(v, self.image_size) for v in apply_views(load_image(image), self.views)])
 
-    def pieces(self, image) -> tuple[list, list]:
-        """One image -> (the model inputs of its pieces, as `preprocess` makes them; `lines.Piece` list).
-        One piece, the image as it is, unless ``polarity`` or ``max_aspect`` asks for more."""
+    def readings(self, image) -> list[tuple[list, Optional[list]]]:
+        """One image -> the ways to read it, each (the model inputs of its pieces, as `preprocess`
+        makes them; their `lines.Piece` list, None for the image as it is). One way, the image as it
+        is, unless ``polarity`` or ``max_aspect`` asks for more (`lines.readings`)."""
         if self.polarity == "keep" and self.max_aspect is None:
-            return [self.preprocess(image)], None
+            return [([self.preprocess(image)], None)]
         from PIL import Image
 
         from ofa_jax import lines
@@ -166,8 +167,9 @@ class Recognizer:
         dark_on_light = lines.dark_text_on_light(rgb)  # where the ink is, whatever the polarity read
         if self.polarity == "auto":
             rgb = dark_on_light
-        cuts = lines.cut_points(dark_on_light, self.max_aspect) if self.max_aspect else [lines.Piece(0, rgb.shape[1])]
-        return [self.preprocess(Image.fromarray(np.ascontiguousarray(rgb[:, p.x0:p.x1]))) for p in cuts], cuts
+        ways = lines.readings(dark_on_light, self.max_aspect) if self.max_aspect else [[lines.Piece(0, rgb.shape[1])]]
+        crop = lambda p: self.preprocess(Image.fromarray(np.ascontiguousarray(rgb[:, p.x0:p.x1])))
+        return [([crop(p) for p in cuts], cuts) for cuts in ways]
 
     def _batch(self, pixels: np.ndarray):
         """uint8 (n, S, S, 3), or (n, V, S, S, 3) with views, n <= batch_size -> the normalised device
@@ -206,29 +208,32 @@ class Recognizer:
     def __call__(self, images, progress: bool = False) -> list[Result]:
         """Recognises one image or a sequence of images; returns one Result per input, in order. A line
         read in pieces (``max_aspect``) gets their texts joined (`lines.join_texts`) and the mean of
-        their scores weighted by their lengths."""
+        their scores weighted by their lengths; of a line read two ways, the better-scoring reading."""
         from ofa_jax.lines import join_texts
 
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         results: list[Optional[Result]] = [None] * len(items)
-        pending: list[tuple[int, np.ndarray]] = []  # (item, pixels of one of its pieces), in order
-        read: dict[int, list] = {}  # item -> (text, score) of its pieces read so far
-        cuts_of: dict[int, Optional[list]] = {}
+        pending: list[tuple[int, int, np.ndarray]] = []  # (item, reading, pixels of one piece), in order
+        read: dict[int, list] = {}  # item -> per reading, the (text, score) of its pieces read so far
+        ways_of: dict[int, list] = {}  # item -> per reading, its pieces (None: the image as it is)
         bar = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=len(items), unit="img", file=sys.stderr, disable=None)
 
         def finish(i):
-            got, cuts = read.pop(i), cuts_of.pop(i)
-            if len(got) == 1:
-                text, score = got[0]
-            else:
-                text = join_texts([t for t, _ in got], cuts)
-                weights = [len(t) + 1 for t, _ in got]  # + 1: the end of sequence each piece scored
-                score = sum(w * sc for w, (_, sc) in zip(weights, got)) / sum(weights)
-            results[i] = Result(text=text, score=score, source=items[i] if isinstance(items[i], str) else None,
+            best = None
+            for got, cuts in zip(read.pop(i), ways_of.pop(i)):
+                if len(got) == 1:
+                    text, score = got[0]
+                else:
+                    text = join_texts([t for t, _ in got], cuts)
+                    weights = [len(t) + 1 for t, _ in got]  # + 1: the end of sequence each piece scored
+                    score = sum(w * sc for w, (_, sc) in zip(weights, got)) / sum(weights)
+                if best is None or score > best[1]:
+                    best = (text, score)
+            results[i] = Result(text=best[0], score=best[1], source=items[i] if isinstance(items[i], str) else None,
                                 warnings=item_warnings.pop(i, ()))
             if bar is not None:
                 bar.update(1)
@@ -236,9 +241,9 @@ class Recognizer:
         def flush():
             if not pending:
                 return
-            for (i, _), got in zip(pending, self.recognize_pixels(np.stack([p for _, p in pending]))):
-                read[i].append(got)
-                if len(read[i]) == (len(cuts_of[i]) if cuts_of[i] else 1):
+            for (i, r, _), got in zip(pending, self.recognize_pixels(np.stack([p for *_, p in pending]))):
+                read[i][r].append(got)
+                if all(len(g) == len(c or [None]) for g, c in zip(read[i], ways_of[i])):
                     finish(i)
             pending.clear()
 
@@ -247,7 +252,7 @@ class Recognizer:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", ImageWarning)
-                    pieces, cuts = self.pieces(item)
+                    ways = self.readings(item)
                 for w in caught:  # ours are kept with the result; anything else goes on as usual
                     if isinstance(w.message, ImageWarning):
                         item_warnings[i] = item_warnings.get(i, ()) + (str(w.message),)
@@ -262,11 +267,12 @@ class Recognizer:
                 if bar is not None:
                     bar.update(1)
                 continue
-            read[i], cuts_of[i] = [], cuts
-            for pixels in pieces:
-                pending.append((i, pixels))
-                if len(pending) == self.batch_size:
-                    flush()
+            read[i], ways_of[i] = [[] for _ in ways], [cuts for _, cuts in ways]
+            for r, (pieces, _) in enumerate(ways):
+                for pixels in pieces:
+                    pending.append((i, r, pixels))
+                    if len(pending) == self.batch_size:
+                        flush()
         flush()
         if bar is not None:
             bar.close()

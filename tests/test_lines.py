@@ -55,6 +55,20 @@ def test_a_long_line_is_cut_between_characters_into_even_pieces(n_chars):
     assert max(widths) <= lines.PIECE_SHARE * 13 * th + th + 20
 
 
+def test_lines_near_the_limit_are_read_both_whole_and_cut():
+    th, gap = 20, 4
+    for n, want in ((8, "whole"), (11, "both"), (13, "cut")):  # ink 9.4, 13.0 and 15.4 text heights wide
+        img, _ = _line(n, th, gap)
+        ways = lines.readings(img, 13)
+        whole = [lines.Piece(0, img.shape[1])]
+        if want == "whole":
+            assert ways == [whole]
+        elif want == "both":
+            assert ways[0] == whole and ways[1] == lines.cut_points(img, lines.PIECE_SHARE * 13) and len(ways[1]) == 2
+        else:
+            assert len(ways) == 1 and ways[0] == lines.cut_points(img, 13) and len(ways[0]) == 2
+
+
 def test_light_text_on_dark_is_cut_like_dark_on_light():
     img, _ = _line(30)
     assert lines.cut_points(lines.dark_text_on_light(255 - img), 13) == lines.cut_points(img, 13)
@@ -93,7 +107,7 @@ def test_recognizer_reads_long_lines_in_pieces_across_batches(rec, tmp_path):
     long_path = os.path.join(INDEP_VAL, rec_by_text[long_text]["file"])
     short = next(r for r in _val_lines() if r["subset"] == "clean" and len(r["text"]) <= 8)
     short_path = os.path.join(INDEP_VAL, short["file"])
-    pixels, cuts = rec.pieces(long_path)
+    (pixels, cuts), = rec.readings(long_path)  # 27 characters: one way, in pieces
     assert len(cuts) >= 2 and len(pixels) == len(cuts)
     alone = []
     for k in range(0, len(pixels), rec.batch_size):
@@ -109,12 +123,25 @@ def test_recognizer_reads_long_lines_in_pieces_across_batches(rec, tmp_path):
     assert normalize_ofa(out[1].text) == normalize_ofa(long_text)
 
 
+def test_a_line_read_two_ways_keeps_the_better_scoring_reading(rec):
+    img, _ = _line(11)  # 13 text heights: whole and in two pieces
+    (whole, one), (halves, cuts) = rec.readings(img)
+    assert len(one) == len(whole) == 1 and len(cuts) == len(halves) == 2
+    (t0, s0), = rec.recognize_pixels(np.stack(whole))
+    got = rec.recognize_pixels(np.stack(halves))
+    weights = [len(t) + 1 for t, _ in got]
+    s1 = sum(w * sc for w, (_, sc) in zip(weights, got)) / sum(weights)
+    best = (t0, s0) if s0 >= s1 else (lines.join_texts([t for t, _ in got], cuts), s1)
+    out = rec(img)
+    assert (out.text, out.score) == (best[0], pytest.approx(best[1], abs=1e-6))
+
+
 def test_without_polarity_or_pieces_the_reference_input_is_untouched(rec):
     from ofa_jax.recognizer import Recognizer
     from ofa_jax.preprocess import resize_and_pad_uint8
     plain = Recognizer(rec.model_dir, rec.gen, batch_size=2, views="id", polarity="keep", max_aspect=0)
     path = os.path.join(INDEP_VAL, _val_lines()[0]["file"])
-    pixels, cuts = plain.pieces(path)
+    (pixels, cuts), = plain.readings(path)
     assert cuts is None and len(pixels) == 1
     assert np.array_equal(pixels[0], resize_and_pad_uint8(path, rec.image_size))
 
