@@ -39,7 +39,8 @@ def _loss_and_grads(remat, frozen_bn, v, batch):
     return value, grads, stats
 
 
-@pytest.mark.parametrize("frozen_bn,modes", [(True, ("layers", "full")), (False, ("full",))])
+@pytest.mark.parametrize("frozen_bn,modes", [(True, ("layers",)), (False, ("full",)),
+                                             pytest.param(True, ("full",), marks=pytest.mark.slow)])
 def test_remat_same_loss_and_grads(setup, frozen_bn, modes):
     v, batch = setup
     ref_loss, ref_grads, ref_stats = _loss_and_grads("none", frozen_bn, v, batch)

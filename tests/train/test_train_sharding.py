@@ -30,11 +30,13 @@ def test_mesh_losses_match_single_device(tmp_path, single, mesh):
     assert losses[-1] < losses[0]
 
 
-def test_grad_accumulation_matches_full_batch(tmp_path):
+@pytest.mark.parametrize("accum_loop", ["host", pytest.param("scan", marks=pytest.mark.slow)])  # scan: ~25 s more
+def test_grad_accumulation_matches_full_batch(tmp_path, accum_loop):
     """Without dropout (micro-batches draw their own masks), 2 micro-batches of 4 == one batch of 8,
-    looped with a scan or from the host (the CPU default: one jitted micro-batch step called twice)."""
+    looped from the host (the CPU default: one jitted micro-batch step called twice) or with a scan
+    (the accelerators' default)."""
     runs = []
-    for accum, loop in ((1, "auto"), (2, "scan"), (2, "host")):  # unroll == host: the next test
+    for accum, loop in ((1, "auto"), (2, accum_loop)):  # unroll == host: the next test
         wd = tmp_path / f"accum{accum}{loop}"
         train.train_and_evaluate(tiny_config(grad_accum_steps=accum, grad_accum_loop=loop, total_steps=2,
                                              **{"model.overrides": {"dropout": 0.0}}), str(wd))
