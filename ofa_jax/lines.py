@@ -90,15 +90,14 @@ def _widest_blank(cols: np.ndarray, lo: int, hi: int, target: float) -> tuple[in
     return best
 
 
-def cut_points(rgb: np.ndarray, max_aspect: float) -> list[Piece]:
-    """Column ranges of the pieces of a line. A line whose ink is at most ``max_aspect`` text heights
-    wide is one piece, ``[Piece(0, W)]``; a wider one is cut into the fewest pieces of about equal width
-    no wider than ``PIECE_SHARE * max_aspect`` each, each cut in the widest blank run within a quarter
-    piece of where an even split would cut (so pieces stay inside what the model reads whole)."""
-    h, w = rgb.shape[:2]
+def _profile(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """(ink pixels per column, text height) of a dark-on-light line."""
     ink = ink_mask(rgb)
-    th = text_height(ink)
-    cols = ink.sum(0)
+    return ink.sum(0), text_height(ink)
+
+
+def _cut(cols: np.ndarray, th: int, w: int, max_aspect: float) -> list[Piece]:
+    """`cut_points` on a line's `_profile`."""
     on = np.nonzero(cols > 0)[0]
     if len(on) == 0 or on[-1] - on[0] + 1 <= max_aspect * th:
         return [Piece(0, w)]
@@ -116,6 +115,14 @@ def cut_points(rgb: np.ndarray, max_aspect: float) -> list[Piece]:
     return [Piece(cuts[0], cuts[1])] + [Piece(cuts[k], cuts[k + 1], gaps[k - 1]) for k in range(1, n)]
 
 
+def cut_points(rgb: np.ndarray, max_aspect: float) -> list[Piece]:
+    """Column ranges of the pieces of a line. A line whose ink is at most ``max_aspect`` text heights
+    wide is one piece, ``[Piece(0, W)]``; a wider one is cut into the fewest pieces of about equal width
+    no wider than ``PIECE_SHARE * max_aspect`` each, each cut in the widest blank run within a quarter
+    piece of where an even split would cut (so pieces stay inside what the model reads whole)."""
+    return _cut(*_profile(rgb), rgb.shape[1], max_aspect)
+
+
 def readings(rgb: np.ndarray, max_aspect: float) -> list[list[Piece]]:
     """The ways to read a line, each a list of pieces; the recogniser keeps the best-scoring one.
 
@@ -125,12 +132,13 @@ def readings(rgb: np.ndarray, max_aspect: float) -> list[list[Piece]]:
       model's own training lengths end here (the shipped model's 12 characters are 10-13 heights), and
       whether a line this wide reads better whole or cut depends on the line: the score decides.
     """
-    whole = [Piece(0, rgb.shape[1])]
-    cut = cut_points(rgb, PIECE_SHARE * max_aspect)
+    cols, th = _profile(rgb)
+    w = rgb.shape[1]
+    cut = _cut(cols, th, w, PIECE_SHARE * max_aspect)
     if len(cut) == 1:
-        return [whole]
-    long = cut_points(rgb, max_aspect)
-    return [long] if len(long) > 1 else [whole, cut]
+        return [[Piece(0, w)]]
+    long = _cut(cols, th, w, max_aspect)
+    return [long] if len(long) > 1 else [[Piece(0, w)], cut]
 
 
 def join_texts(texts: list[str], pieces: list[Piece], space_gap: float = 0.33) -> str:

@@ -164,8 +164,8 @@ def main(argv=None) -> int:
     try:
         reader = PageReader.from_pretrained(args.model, args.detector, beam_size=1 if args.greedy else args.beam,
                                             batch_size=args.batch_size, dtype=args.dtype, views=args.views,
-                                            max_aspect=args.max_aspect, devices=devices, det_batch_size=args.det_batch_size,
-                                            box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio)
+                                            max_aspect=args.max_aspect, devices=devices,
+                                            det_batch_size=args.det_batch_size, box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio)
     except (ModelDirError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -74,27 +74,26 @@ class Recognizer:
         size = model_dir.generation.get("patch_image_size", 480)
         self.image_size = tuple(size) if isinstance(size, (list, tuple)) else int(size)
         self.prompt = model_dir.generation.get("prompt", OCR_PROMPT)
+        where = os.path.join(model_dir.path, "generation.json")
         if views is not None:
             self.views = parse_views(views)
         else:
             try:
                 self.views = parse_views(model_dir.generation.get("views"))
             except ValueError as e:
-                raise ValueError(f"{os.path.join(model_dir.path, 'generation.json')}: {e}") from None
-        where = os.path.join(model_dir.path, "generation.json")
+                raise ValueError(f"{where}: {e}") from None
         self.polarity = polarity if polarity is not None else model_dir.generation.get("polarity", "keep")
         if self.polarity not in ("keep", "auto"):
             raise ValueError(f"polarity {self.polarity!r}: expected keep or auto"
                              + ("" if polarity is not None else f" ({where})"))
         aspect = max_aspect if max_aspect is not None else model_dir.generation.get("max_piece_aspect")
         try:
-            aspect = None if aspect is None or float(aspect) == 0 else float(aspect)
+            self.max_aspect = None if aspect is None or float(aspect) == 0 else float(aspect)
         except (TypeError, ValueError):
-            aspect = -1.0
-        if aspect is not None and not aspect >= 1:
-            raise ValueError(f"max_piece_aspect {max_aspect if max_aspect is not None else aspect!r}: expected a "
-                             "number of text heights >= 1, or 0 for never" + ("" if max_aspect is not None else f" ({where})"))
-        self.max_aspect = aspect
+            self.max_aspect = -1.0  # not a number: the error below
+        if self.max_aspect is not None and not self.max_aspect >= 1:
+            raise ValueError(f"max_piece_aspect {aspect!r}: expected a number of text heights >= 1, or 0 for "
+                             "never" + ("" if max_aspect is not None else f" ({where})"))
         self.tokenizer = OFATokenizer.from_model_dir(model_dir.path)
         compute = {None: jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
         self.model = OFA(self.config, dtype=compute)

@@ -1,5 +1,4 @@
 """ofa_jax/lines.py: where a long line is cut, and how the Recognizer reads it in pieces."""
-import json
 import math
 import os
 import subprocess
@@ -12,7 +11,6 @@ from PIL import Image
 from ofa_jax import lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INDEP_VAL = os.path.join(ROOT, "bench", "data", "indep", "val")
 
 
 def _line(n_chars: int, th: int = 20, gap: int = 4, margin: int = 10, wide_gaps=()) -> tuple[np.ndarray, list]:
@@ -88,10 +86,11 @@ def test_pieces_join_with_a_space_only_between_latin_words():
 # ------------------------------------------------------------------------- the shipped model, in pieces
 
 
-def _val_lines():
-    with open(os.path.join(INDEP_VAL, "labels.jsonl"), encoding="utf-8") as f:
-        recs = [json.loads(x) for x in f if x.strip()]
-    return recs
+@pytest.fixture(scope="module")
+def val():
+    """The independent set's dev split, {text: record}, clean lines only."""
+    from bench.indep_eval import DEFAULT_DATA, load_split
+    return {r["text"]: r for r in load_split(DEFAULT_DATA, "val") if r["subset"] == "clean"}
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +99,11 @@ def rec():
     return Recognizer.from_pretrained(batch_size=2, views="id")
 
 
-def test_recognizer_reads_long_lines_in_pieces_across_batches(rec, tmp_path):
+def test_recognizer_reads_long_lines_in_pieces_across_batches(rec, val, tmp_path):
     """Pieces of one line may fall in different batches; an unreadable item between them changes nothing."""
     long_text = "现在网上购物越来越方便，很多商品下单后第二天就能收到。"
-    rec_by_text = {r["text"]: r for r in _val_lines() if r["subset"] == "clean"}
-    long_path = os.path.join(INDEP_VAL, rec_by_text[long_text]["file"])
-    short = next(r for r in _val_lines() if r["subset"] == "clean" and len(r["text"]) <= 8)
-    short_path = os.path.join(INDEP_VAL, short["file"])
+    long_path = val[long_text]["path"]
+    short_path = next(r["path"] for t, r in val.items() if len(t) <= 8)
     (pixels, cuts), = rec.readings(long_path)  # 27 characters: one way, in pieces
     assert len(cuts) >= 2 and len(pixels) == len(cuts)
     alone = []
@@ -136,11 +133,11 @@ def test_a_line_read_two_ways_keeps_the_better_scoring_reading(rec):
     assert (out.text, out.score) == (best[0], pytest.approx(best[1], abs=1e-6))
 
 
-def test_without_polarity_or_pieces_the_reference_input_is_untouched(rec):
+def test_without_polarity_or_pieces_the_reference_input_is_untouched(rec, val):
     from ofa_jax.recognizer import Recognizer
     from ofa_jax.preprocess import resize_and_pad_uint8
     plain = Recognizer(rec.model_dir, rec.gen, batch_size=2, views="id", polarity="keep", max_aspect=0)
-    path = os.path.join(INDEP_VAL, _val_lines()[0]["file"])
+    path = next(iter(val.values()))["path"]
     (pixels, cuts), = plain.readings(path)
     assert cuts is None and len(pixels) == 1
     assert np.array_equal(pixels[0], resize_and_pad_uint8(path, rec.image_size))
