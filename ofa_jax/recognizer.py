@@ -40,7 +40,8 @@ def enable_compilation_cache(path: Optional[str] = None) -> None:
     import jax
     path = path or os.environ.get("OFA_JAX_CACHE_DIR") or default_cache_dir()
     try:
-        os.makedirs(path, exist_ok=True)
+        if "://" not in path:  # gs://...: JAX writes through etils
+            os.makedirs(path, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

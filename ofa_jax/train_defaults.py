@@ -52,6 +52,8 @@ def base() -> ml_collections.ConfigDict:
     c.grad_accum_steps = 1            # the batch is split into this many sequential micro-batches
     c.grad_accum_loop = "auto"        # "host", "scan", "unroll" or "auto" (host on CPU, scan elsewhere; train.accum_loop)
     c.grad_accum_per_call = 0         # "host" loop: micro-batches unrolled per jitted call; 0 = 2 if it divides grad_accum_steps, else 1
+    c.compilation_cache = "auto"      # persistent XLA cache, so a resumed run skips compiling: "auto" = $OFA_JAX_CACHE_DIR
+                                      # or ~/.cache/ofa_jax/jax_cache ($JAX_COMPILATION_CACHE_DIR wins), a path, or "" (off)
     c.total_steps = 0                 # 0: derived from num_epochs and the training set size
     c.num_epochs = 0.0
 

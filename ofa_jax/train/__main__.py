@@ -34,6 +34,12 @@ Faults (each is one ``error:``/``warning:`` line, never a traceback, from the co
   out-of-vocabulary characters (``<unk>``), empty labels and skipped records are counted in the log
   and in ``metrics.jsonl`` (``data/...``); more than half of the records unreadable exits with 2.
 
+Compilation: the compiled train step is kept in JAX's persistent cache (``config.compilation_cache``:
+"auto" = ``$OFA_JAX_CACHE_DIR`` or ``~/.cache/ofa_jax/jax_cache``; ``$JAX_COMPILATION_CACHE_DIR`` wins;
+"" turns it off), so a resumed or restarted run with the same config and devices skips compiling
+(micro on 2 CPU cores: 49 s to the end of a 2-step run without it, 21 s with a warm cache). On several
+hosts point it at shared storage (``gs://...``), since JAX writes entries from process 0 only.
+
 Sharding: ``config.mesh`` = sizes of the ``data``/``fsdp``/``tensor`` axes (-1: the rest). Parameters
 and optimizer state are laid out by ``ofa_jax.partitioning``'s logical axis rules; the batch is split
 over data x fsdp. ``train_step`` is one ``jax.jit`` with in/out shardings and the state donated.
@@ -52,6 +58,7 @@ The global batch ``config.batch_size`` is split evenly over processes; the workd
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import jax
@@ -106,6 +113,11 @@ def main(argv=None):
             jax.distributed.initialize(coordinator_address=flags_.coordinator_address,
                                        num_processes=flags_.num_processes, process_id=flags_.process_id)
         cfg = flags_.config
+        cache = cfg.get("compilation_cache", "auto")
+        if cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            from ofa_jax.recognizer import enable_compilation_cache
+
+            enable_compilation_cache(None if cache == "auto" else cache)
         if flags_.export:
             step = export(cfg, flags_.workdir, flags_.export, flags_.export_which, flags_.export_dtype)
             print(f"exported step {step} ({flags_.export_which}, {flags_.export_dtype}) to {flags_.export}")

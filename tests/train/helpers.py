@@ -49,11 +49,13 @@ TINY_CLI = {"data.train": SYNTH, "data.val": "", "data.image_size": 64, "data.ma
             "ckpt.async_save": False, "mesh.num_devices": 1, "mesh.data": -1}
 
 
-def run_cli(workdir, overrides: dict, extra=(), env=None, check=True, timeout=300):
+def run_cli(workdir, overrides: dict, extra=(), env=None, check=True, timeout=300, env_replace=None):
+    """``python -m ofa_jax.train`` in a fresh process; ``env`` adds to this process's environment,
+    ``env_replace`` replaces it."""
     cmd = [sys.executable, "-m", "ofa_jax.train", "--config", CONFIG, "--workdir", str(workdir),
            *cli_args({**TINY_CLI, **overrides}), *extra]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, **(env or {})})
+                       env={**(os.environ if env_replace is None else env_replace), **(env or {})})
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
     return p

@@ -1,5 +1,7 @@
-"""kill -9 between checkpoints, resume: final parameters equal an uninterrupted run's, bit for bit.
-Also: restore onto another mesh, SIGTERM saves and exits cleanly, export -> decode."""
+"""kill -9 between checkpoints, resume: final parameters equal an uninterrupted run's, bit for bit,
+and the resumed run reads its compiled step from the cache the first run wrote
+(``config.compilation_cache``). Also: restore onto another mesh, SIGTERM saves and exits cleanly,
+export -> decode."""
 import json
 import os
 import signal
@@ -15,7 +17,10 @@ from helpers import CONFIG, ROOT, TINY_CLI, cli_args, run_cli, tiny_config, trai
 from ofa_jax import train
 from ofa_jax.checkpointing import Checkpointer
 
-RUN = {"total_steps": 6, "ckpt.every": 2, "mesh.num_devices": 2}
+# These runs get their cache from the config, not from $JAX_COMPILATION_CACHE_DIR (which would win).
+RUN = {"total_steps": 6, "ckpt.every": 2, "mesh.num_devices": 2,
+       "compilation_cache": os.environ["JAX_COMPILATION_CACHE_DIR"]}
+CONFIG_CACHE_ENV = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
 
 
 def _final_params(workdir, cfg):
@@ -30,16 +35,17 @@ def _final_params(workdir, cfg):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     wd = tmp_path_factory.mktemp("full")
-    run_cli(wd, RUN)
+    run_cli(wd, RUN, env_replace=CONFIG_CACHE_ENV)
     return wd
 
 
 def test_kill9_and_resume_is_bit_identical(tmp_path, uninterrupted):
     wd = tmp_path / "killed"
-    p = run_cli(wd, {**RUN, "debug.sigkill_at_step": 3}, check=False)
+    p = run_cli(wd, {**RUN, "debug.sigkill_at_step": 3}, check=False, env_replace=CONFIG_CACHE_ENV)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     assert sorted(int(d) for d in os.listdir(wd / "checkpoints") if d.isdigit()) == [2]
-    run_cli(wd, RUN)
+    resumed = run_cli(wd, RUN, env_replace={**CONFIG_CACHE_ENV, "JAX_LOG_COMPILES": "1"})
+    assert "Persistent compilation cache hit for 'jit_step'" in resumed.stderr
     cfg = tiny_config(**RUN)
     step_a, a = _final_params(uninterrupted, cfg)
     step_b, b = _final_params(wd, cfg)
