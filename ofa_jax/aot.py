@@ -143,7 +143,7 @@ def parse_compile_log(log: str, top: int = 10) -> dict:
     compiled it (scheduling, register allocation, packing). Kernels compile on a few threads at once,
     so the slowest kernel bounds the backend stage: in our train steps that is the one with no HLO
     instruction (libtpu's top-level program, which launches every other kernel and grows with their
-    number), and most of its time is register allocation.
+    number); most of its time is LLO passes before register allocation (docs/performance.md).
     """
     import re
 
