@@ -3,9 +3,10 @@
     python bench/tlp_breakdown.py --topology v5e:2x2 --config configs/ocr_cpu_synthetic.py \\
         --config.mesh.data=2 --config.mesh.fsdp=2 --config.batch_size=8 --config.model.dtype=bfloat16
 
-The top-level program (the kernel with no HLO instruction in ``python -m ofa_jax.aot --compile_profile``)
-launches every other kernel, and libtpu compiles it as one unit, serially: for base on v5e:4x4 it is
-most of the compile time. This runs ``python -m ofa_jax.aot`` (arguments passed through) once with
+The top-level program (the kernel with no HLO instruction in libtpu's log) launches every other kernel;
+its code is what the chip runs to launch them. (Its compile does not set the compile time: libtpu
+compiles it beside the other kernels and it waits for them; ``python -m ofa_jax.aot --compile_profile``.)
+This runs ``python -m ofa_jax.aot`` (arguments passed through) once with
 libtpu's LLO dump of the "original" pass in a temporary directory (~150 MB for micro, ~1.2 GB for
 base, and a much slower compile), splits the top-level program at each kernel launch and charges the
 instructions since the previous launch to it, grouped by the JAX op that made the kernel (HLO

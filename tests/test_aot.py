@@ -87,8 +87,9 @@ def test_fused_attention_off_tpu_is_a_config_error():
 
 @needs_libtpu
 def test_compile_profile_says_where_the_compile_time_goes():
-    """--compile_profile: libtpu's stage times and the kernels its backend took longest on, each with
-    the JAX op it came from (parsed from libtpu's own log; the pinned libtpu writes these lines)."""
+    """--compile_profile: libtpu's stage times, the kernels its backend took longest on (each with the
+    JAX op it came from) and its top-level program apart (parsed from libtpu's own log; the pinned
+    libtpu writes these lines)."""
     r = _aot("--topology", "v5e:2x2", "--decode", "micro", "--image_size", "96", "--batch", "8", "--beam", "2",
              "--max_len", "8", "--json", "--compile_profile")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -101,6 +102,11 @@ def test_compile_profile_says_where_the_compile_time_goes():
     assert all(0 <= k["schedule_s"] <= k["backend_s"] + 1e-3 for k in slowest), slowest
     assert slowest[0]["backend_s"] <= p["stages"]["backend_passes"] + 1e-3
     assert any(k["source"].startswith("jit(beam_search)/") for k in slowest), slowest
+    # The top-level program is reported apart: it compiles beside the kernels and waits for them.
+    assert all(k["kernel"] != "<no-hlo-instruction>" for k in slowest), slowest
+    assert p["threads"] >= 1 and slowest[0]["backend_s"] <= p["kernel_s"] + 1e-3
+    tl = p["top_level"]
+    assert tl["llo_instructions"] > 0 and 0 <= tl["after_last_kernel_s"] <= tl["backend_s"] + 1e-3, tl
 
 
 @needs_libtpu
