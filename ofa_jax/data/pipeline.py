@@ -292,6 +292,14 @@ def _ensure_absl_flags_parsed():
         flags.FLAGS.mark_as_parsed()
 
 
+def _worker_ignores_ctrl_c(worker_index: int, worker_count: int) -> None:
+    """Ctrl-C in a terminal reaches the whole process group: the workers leave it to the main process,
+    which saves a checkpoint at the end of its step (`ofa_jax.train.loop`) and then stops them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_map_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None = None) -> grain.MapDataset:
     """The random-access grain MapDataset of prepared elements (before batching): element ``j`` is the
     ``j``-th element the batched pipeline sees in-process, whoever computes it (`ofa_jax.data.replay`)."""
@@ -321,7 +329,8 @@ def make_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None =
     if cfg.num_workers > 0:
         _ensure_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size))
+            num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size),
+            worker_init_fn=_worker_ignores_ctrl_c)
     return it
 
 

@@ -14,7 +14,9 @@ The config file is a Python file whose ``get_config()`` returns an ``ml_collecti
 Start: if WORKDIR has a checkpoint the run resumes from the latest one (same batches, same dropout
 masks: the per-step rng is ``fold_in(seed, step)``); otherwise parameters come from
 ``config.init.model_dir`` (an ofa-jax model dir, e.g. a converted ModelScope checkpoint) or from a
-random init of ``config.model.preset``. SIGTERM (preemption) saves a checkpoint and exits with 0.
+random init of ``config.model.preset``. SIGTERM (preemption) or Ctrl-C saves a checkpoint at the end of
+the step and exits with 0; a second Ctrl-C stops at once (exit 130) and the run resumes from its last
+checkpoint.
 ``--export`` rebuilds the model from WORKDIR's ``config.json``, so it needs no training flags.
 
 Input: the grain pipeline (``ofa_jax.data.pipeline``), or with ``data.replay_reuse`` > 0 the replay
@@ -126,6 +128,10 @@ def main(argv=None):
             out = train_and_evaluate(cfg, flags_.workdir)
         except FloatingPointError:
             return 3  # the message is logged
+        except KeyboardInterrupt:
+            print("interrupted: stopped without saving; the same command resumes from the last checkpoint",
+                  file=sys.stderr)
+            return 130
         except CheckpointWriteError as e:
             print(f"error: {e}", file=sys.stderr)
             return 4

@@ -1,11 +1,12 @@
 """The train loop (`train_and_evaluate`): start or resume, step, log, validate, checkpoint, and stop on
-the last step, a non-finite step or SIGTERM."""
+the last step, a non-finite step, SIGTERM or Ctrl-C."""
 from __future__ import annotations
 
 import dataclasses
 import glob
 import os
 import signal
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -36,9 +37,16 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
     writer = _open_workdir(cfg, workdir)
     log = writer.log
     run, state = _prepare(cfg, workdir, train_source, val_source, log)
-    s, ckpt, train_iter = run.setup, run.ckpt, run.train_iter
     pre = _Preemption()
     pre.install()
+    try:
+        return _loop(cfg, run, state, writer, pre)
+    finally:
+        pre.uninstall()
+
+
+def _loop(cfg, run, state, writer, pre) -> dict:
+    s, ckpt, train_iter, log = run.setup, run.ckpt, run.train_iter, writer.log
     kills = _TestKills(cfg)
     log(f"train: {s.total_steps} steps, global batch {cfg.batch_size} (x{cfg.grad_accum_steps} accumulation), "
         f"mesh {dict(s.mesh.shape)}, {jax.process_count()} process(es), image {'x'.join(map(str, image_hw(input_size(cfg))))}")
@@ -69,7 +77,7 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
             ckpt.save(step, state, train_iter.get_state(), metrics=val_metrics)
             kills.after_save(step, ckpt)
         if preempted:
-            log(f"SIGTERM: saved step {step}; exiting")
+            log(f"{pre.signal_name}: saved step {step}; exiting")
             stopped = "preempted"
             break
     ckpt.close()
@@ -202,19 +210,37 @@ def _throttle(pending: list, depth: int = MAX_STEPS_IN_FLIGHT) -> None:
 
 
 class _Preemption:
-    """SIGTERM as a flag the loop reads once per step. With several processes a signal to any of them
-    stops all, at the same step: they save one checkpoint together."""
+    """SIGTERM (preemption) and Ctrl-C (SIGINT) as a flag the loop reads once per step: it saves a
+    checkpoint at the end of the step and exits. A second Ctrl-C stops at once, without saving. With
+    several processes a signal to any of them stops all, at the same step: they save one checkpoint
+    together. The previous handlers come back when the loop ends (a notebook's interrupt button)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
+        self.signal_name = "a signal to another process"
+        self._previous = {}
 
     def install(self):
         try:
-            signal.signal(signal.SIGTERM, self._handler)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
         except ValueError:  # not the main thread (e.g. called from a test thread)
             pass
 
+    def uninstall(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
     def _handler(self, signum, frame):
+        if signum == signal.SIGINT:
+            if self.requested:
+                raise KeyboardInterrupt
+            print("Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to stop without saving)",
+                  file=sys.stderr, flush=True)
+        self.signal_name = signal.Signals(signum).name
         self.requested = True
 
     def synced(self) -> bool:
