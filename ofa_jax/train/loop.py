@@ -43,6 +43,8 @@ def train_and_evaluate(cfg, workdir: str, train_source=None, val_source=None) ->
         return _loop(cfg, run, state, writer, pre)
     finally:
         pre.uninstall()
+        if hasattr(run.train_iter, "close"):  # its worker processes and their shared memory
+            run.train_iter.close()
 
 
 def _loop(cfg, run, state, writer, pre) -> dict:
@@ -72,6 +74,8 @@ def _loop(cfg, run, state, writer, pre) -> dict:
         val_metrics = None
         if run.generate is not None and (_due(step, cfg.eval.every) or is_last):
             val_metrics = last_val = _validate(cfg, run, step, state, writer)
+        if pre.abort:  # a second Ctrl-C whose KeyboardInterrupt something swallowed (e.g. a gc callback)
+            raise KeyboardInterrupt
         preempted = pre.synced()
         if _due(step, cfg.ckpt.every) or is_last or preempted or val_metrics is not None:
             ckpt.save(step, state, train_iter.get_state(), metrics=val_metrics)
@@ -82,8 +86,6 @@ def _loop(cfg, run, state, writer, pre) -> dict:
             break
     ckpt.close()
     writer.close()
-    if hasattr(train_iter, "close"):
-        train_iter.close()
     if stopped and stopped != "preempted":
         raise FloatingPointError(stopped)
     return {"train": progress.last, "val": last_val, "step": step, "stopped": stopped}
@@ -218,7 +220,7 @@ class _Preemption:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.requested = False
+        self.requested = self.abort = False
         self.signal_name = "a signal to another process"
         self._previous = {}
 
@@ -237,6 +239,7 @@ class _Preemption:
     def _handler(self, signum, frame):
         if signum == signal.SIGINT:
             if self.requested:
+                self.abort = True
                 raise KeyboardInterrupt
             print("Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again to stop without saving)",
                   file=sys.stderr, flush=True)
