@@ -292,12 +292,14 @@ def _ensure_absl_flags_parsed():
         flags.FLAGS.mark_as_parsed()
 
 
-def _worker_ignores_ctrl_c(worker_index: int, worker_count: int) -> None:
-    """Ctrl-C in a terminal reaches the whole process group: the workers leave it to the main process,
-    which saves a checkpoint at the end of its step (`ofa_jax.train.loop`) and then stops them."""
+def leave_stop_signals_to_parent(*_worker_index_and_count) -> None:
+    """In a data worker process (grain's, `ofa_jax.data.replay`'s): Ctrl-C, which a terminal sends to
+    the whole process group, and SIGTERM are the trainer's to act on. It saves a checkpoint at the end
+    of its step (`ofa_jax.train.loop`) and then stops its workers."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def make_map_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None = None) -> grain.MapDataset:
@@ -330,7 +332,7 @@ def make_dataset(source: Any, cfg: PipelineConfig, tokenizer: Tokenizer | None =
         _ensure_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size),
-            worker_init_fn=_worker_ignores_ctrl_c)
+            worker_init_fn=leave_stop_signals_to_parent)
     return it
 
 

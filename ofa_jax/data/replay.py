@@ -27,14 +27,13 @@ import math
 import multiprocessing as mp
 import os
 import shutil
-import signal
 import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
-from ofa_jax.data.pipeline import PAD, _Collate
+from ofa_jax.data.pipeline import PAD, _Collate, leave_stop_signals_to_parent
 from ofa_jax.data.report import DataError
 
 _ROW_KEYS = ("image", "target", "prev_output_tokens", "truncated", "oov_tokens", "empty_label", "bad_record")
@@ -84,8 +83,7 @@ def _write_row(buf: dict, slot: int, row: dict) -> None:
 def _worker(dataset, directory, layout, slots, chunk, start, w, n_workers, limit, progress, stop, errors):
     """Prepare lines ``j >= start`` of chunks ``c`` with ``c % n_workers == w``, in increasing order,
     each only once ``j < limit``; ``progress[w] = j + 1`` after line ``j`` is written."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent decides when workers stop
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    leave_stop_signals_to_parent()
     parent = os.getppid()
     try:
         buf = _open(directory, layout, "r+")
