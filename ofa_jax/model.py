@@ -32,9 +32,9 @@ and the loss. ``cast_params`` additionally stores inference weights in bfloat16.
 model, bfloat16 decoding reads 99.25% of the 2,000 held-out test lines as float32 does, with the
 same accuracy (``bench/mixed_precision.py``).
 
-Fused attention (``OFA(fused_attention=True)``, TPU only): the encoder's self-attention runs as JAX's
-Pallas flash-attention kernel, so its (B, H, N, N) scores never reach HBM; ``ofa_jax.fused_attention``
-says how OFA's position bias gets in and what that costs. The decoder's attention (N ~ 64) stays XLA's.
+Fused attention (``OFA(fused_attention=True)``, TPU only): the encoder's self-attention runs as Pallas
+kernels, so its (B, H, N, N) scores never reach HBM; ``ofa_jax.fused_attention`` says how OFA's
+position bias gets in, once per head rather than once per line. The decoder's attention (N ~ 64) stays XLA's.
 
 Gradient checkpointing (``OFA.remat``): "layers" recomputes each encoder/decoder layer in the
 backward pass instead of storing its activations, "full" also each ResNet Bottleneck block; the
@@ -719,7 +719,7 @@ class OFA(nn.Module):
     frozen_bn: bool = True         # BatchNorm uses running stats even in training (OFA fine-tuning default)
     remat: str = "none"            # gradient checkpointing: "none", "layers" (transformer layers), "full" (+ ResNet blocks)
     scan: bool = False             # layer stacks as nn.scan over stacked parameters (ofa_jax.layout.stack_layers)
-    fused_attention: bool = False  # encoder self-attention as a Pallas flash-attention kernel (TPU only)
+    fused_attention: bool = False  # encoder self-attention as fused Pallas kernels (TPU only)
 
     def setup(self):
         c = self.config

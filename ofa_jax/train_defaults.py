@@ -22,7 +22,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.remat = "none"            # gradient checkpointing: "none", "layers" (transformer layers), "full" (+ ResNet blocks)
     c.model.scan = False              # True: layer stacks as nn.scan (compile time flat in depth; for TPU/GPU).
                                       # Checkpoints of such a run hold stacked parameters; exports do not.
-    c.model.fused_attention = False   # True (TPU only): encoder self-attention as a Pallas flash-attention kernel.
+    c.model.fused_attention = False   # True (TPU only): encoder self-attention as fused Pallas kernels.
 
     c.init = ml_collections.ConfigDict()
     c.init.model_dir = ""             # ofa-jax model dir to start from ("" = random init of model.preset)
