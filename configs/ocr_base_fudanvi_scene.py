@@ -14,11 +14,11 @@ The global batch (here 32 lines) and epoch count are ours: pick them for your ha
 
 On TPU/GPU: ``--config.model.dtype=bfloat16``; on TPU also ``--config.model.fused_attention=True``.
 For a v5e-16 slice (``--config.mesh.data=4 --config.mesh.fsdp=4``, 8 lines per chip:
-``--config.batch_size=128``) ``python -m ofa_jax.aot --topology v5e:4x4`` puts that step at 7.0 GiB
-per chip and a roofline MFU bound of 51% (unrolled layers, no remat, fused attention: the best of
+``--config.batch_size=128``) ``python -m ofa_jax.aot --topology v5e:4x4`` puts that step at 5.5 GiB
+per chip and a roofline MFU bound of 77% (unrolled layers, no remat, fused attention: the best of
 the settings compared in bench/RESULTS.md, section "TPU"; 46% without fused attention);
-``--config.model.scan=True --config.model.remat=layers`` needs 4.7 GiB when memory is short. Check
-your own slice with the same command.
+``--config.model.scan=True`` compiles in about half the time (5.0 GiB, 61%);
+``--config.model.remat=layers`` trades compute for memory. Check your own slice with the same command.
 """
 import os
 import sys

@@ -13,7 +13,8 @@ read in each pass and its gradient summed over the batch outside: with it, the a
 7.7 of base's 36.5 GB per step. Our kernels take the bias without a batch axis and the mask as one
 row per line. Their grid is (heads, query blocks, lines), lines innermost: a bias block stays in
 vector memory while every line of the device's batch uses it, and the backward kernel sums the bias
-gradient there, so the bias and its gradient cross HBM once per pass. All keys fit one block (N up
+gradient there, so the bias and its gradient cross HBM once per pass (keys and values are read
+once per query block instead). All keys fit one block (N up
 to ``MAX_KEYS``; longer sequences go to JAX's kernel): the softmax is computed whole, and the
 backward kernel recomputes it rather than saving statistics. Sequences are padded to 128 lanes
 (912 -> 1024): padded keys are masked, padded queries discarded. The result equals
