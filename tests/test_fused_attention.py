@@ -1,7 +1,8 @@
-"""``ofa_jax.fused_attention`` (the Pallas flash-attention kernel, TPU) computes what ``model.attention`` does.
+"""``ofa_jax.fused_attention`` (Pallas attention kernels, TPU) computes what ``model.attention`` does.
 
-The kernel is Mosaic code for TPUs; here it runs in Pallas' TPU interpret mode on the CPU, which
-executes the same kernel body (blocks, padding to 128 lanes, the online softmax, the backward kernels).
+The kernels are Mosaic code for TPUs; here they run in Pallas' TPU interpret mode on the CPU, which
+executes the same kernel bodies (the grid, blocks, padding to 128 lanes, the bias gradient summed
+over the lines, the backward kernels), ours and JAX's flash-attention kernel that longer sequences use.
 The scanned model is not run here: its scan body is a ``jax.checkpoint``, and interpret mode's host
 callbacks are effects a checkpoint refuses; ``tests/test_aot.py`` compiles that program for a TPU.
 """
